@@ -1,0 +1,546 @@
+// Package hub is Crier's core: it publishes messages through a Store, orders them per channel,
+// and fans each one out to the channel's subscribers as one shared Frame. It knows no transport:
+// a transport hands it a Sink per connection and renders the frames it receives.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/crier-push/crier/internal/channel"
+)
+
+// Errors the hub returns; callers map them to status codes.
+var (
+	ErrBadRequest       = errors.New("bad request")
+	ErrPresenceDisabled = errors.New("presence is not enabled for this namespace")
+)
+
+// Namespace holds the options of one namespace.
+type Namespace struct {
+	HistorySize int
+	HistoryTTL  time.Duration
+	Presence    bool
+}
+
+// Sink receives a subscription's frames, in order. Deliver is called with the channel's lock
+// held, so it must only queue: a sink that cannot keep up closes itself and its subscriptions.
+type Sink interface {
+	Deliver(f *Frame)
+}
+
+// Observer is told what the hub does, for metrics. Calls are cheap and never per delivery.
+type Observer interface {
+	Published(n int)
+	Delivered(n int)
+	StoreLatency(op string, d time.Duration)
+}
+
+// ClientInfo describes a subscriber for presence.
+type ClientInfo struct {
+	Client    string `json:"client"`
+	User      string `json:"user"`
+	Transport string `json:"transport"`
+}
+
+// Config configures a Hub.
+type Config struct {
+	Store       Store
+	Namespaces  func(name string) Namespace // by namespace name; "" is the default namespace
+	DedupWindow time.Duration
+	Observer    Observer
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Hub is the publish/subscribe core of one node.
+type Hub struct {
+	cfg      Config
+	mu       sync.Mutex
+	channels map[string]*chanState
+	closed   atomic.Bool
+}
+
+// New returns a hub over cfg.Store.
+func New(cfg Config) *Hub {
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = func(string) Namespace { return Namespace{HistorySize: 1000, HistoryTTL: 24 * time.Hour} }
+	}
+	if cfg.DedupWindow <= 0 {
+		cfg.DedupWindow = 10 * time.Minute
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Hub{cfg: cfg, channels: make(map[string]*chanState)}
+}
+
+// Namespace returns the options of the namespace channel name belongs to.
+func (h *Hub) Namespace(name string) Namespace {
+	return h.cfg.Namespaces(channel.Namespace(name))
+}
+
+// chanState is a channel as this node sees it while it has subscribers.
+type chanState struct {
+	name string
+	mu   sync.Mutex
+	refs int // subscriptions and subscribes in progress; guarded by Hub.mu
+	// ready is closed once epoch and next are loaded from the store.
+	ready   chan struct{}
+	loadErr error
+	epoch   string
+	next    uint64            // the next offset to fan out
+	early   map[uint64]*Frame // frames that overtook their predecessors, until those arrive
+	subs    []*Subscription
+	// presence counts subscriptions per client, where the namespace enables it.
+	presence map[ClientInfo]int
+}
+
+// acquire returns the channel's state, loading it on first use, with a reference taken.
+func (h *Hub) acquire(ctx context.Context, name string) (*chanState, error) {
+	h.mu.Lock()
+	ch := h.channels[name]
+	if ch == nil {
+		ch = &chanState{name: name, ready: make(chan struct{})}
+		h.channels[name] = ch
+		ch.refs++
+		h.mu.Unlock()
+		start := time.Now()
+		st, err := h.cfg.Store.State(ctx, name)
+		h.cfg.Observer.StoreLatency("state", time.Since(start))
+		ch.epoch, ch.next, ch.loadErr = st.Epoch, st.Offset+1, err
+		close(ch.ready)
+	} else {
+		ch.refs++
+		h.mu.Unlock()
+		<-ch.ready
+	}
+	if ch.loadErr != nil {
+		h.release(ch)
+		return nil, fmt.Errorf("load channel %s: %w", name, ch.loadErr)
+	}
+	return ch, nil
+}
+
+func (h *Hub) release(ch *chanState) {
+	h.mu.Lock()
+	ch.refs--
+	if ch.refs == 0 && h.channels[ch.name] == ch {
+		delete(h.channels, ch.name)
+	}
+	h.mu.Unlock()
+}
+
+func (h *Hub) lookup(name string) *chanState {
+	h.mu.Lock()
+	ch := h.channels[name]
+	h.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	<-ch.ready
+	if ch.loadErr != nil {
+		return nil
+	}
+	return ch
+}
+
+// CheckPublication validates a publication before it reaches the store.
+func CheckPublication(p *Publication) error {
+	if err := channel.CheckName(p.Channel); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if strings.HasPrefix(p.Event, "crier.") {
+		return fmt.Errorf("%w: event names starting with crier. are reserved", ErrBadRequest)
+	}
+	if len(p.Event) > 100 {
+		return fmt.Errorf("%w: event name longer than 100 bytes", ErrBadRequest)
+	}
+	for i := 0; i < len(p.Event); i++ {
+		if c := p.Event[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: event name must be printable ASCII without spaces", ErrBadRequest)
+		}
+	}
+	if p.TTL < 0 {
+		return fmt.Errorf("%w: negative ttl", ErrBadRequest)
+	}
+	if len(p.IdempotencyKey) > 200 {
+		return fmt.Errorf("%w: idempotency key longer than 200 bytes", ErrBadRequest)
+	}
+	return nil
+}
+
+// Publish stores a batch of publications durably and fans each new one out. Results are in
+// order; a publication that fails validation gets its own error and the others go on.
+func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	out := make([]Appended, len(pubs))
+	batch := make([]Append, 0, len(pubs))
+	idx := make([]int, 0, len(pubs))
+	now := h.cfg.Now()
+	for i := range pubs {
+		if err := CheckPublication(&pubs[i]); err != nil {
+			out[i].Err = err
+			continue
+		}
+		ns := h.Namespace(pubs[i].Channel)
+		batch = append(batch, Append{Publication: pubs[i], Time: now, DedupWindow: h.cfg.DedupWindow,
+			Retention: Retention{Size: ns.HistorySize, Age: ns.HistoryTTL}})
+		idx = append(idx, i)
+	}
+	if len(batch) == 0 {
+		return out, nil
+	}
+	start := time.Now()
+	res, err := h.cfg.Store.Append(ctx, batch)
+	h.cfg.Observer.StoreLatency("append", time.Since(start))
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	n := 0
+	for j, r := range res {
+		out[idx[j]] = r
+		if r.Err == nil && !r.Duplicate {
+			h.Dispatch(NewFrame(r.Message))
+			n++
+		}
+	}
+	h.cfg.Observer.Published(n)
+	return out, nil
+}
+
+// Dispatch fans a committed message's frame out to this node's subscribers, in offset order:
+// a frame that overtakes its predecessor waits for it. Brokers call it for messages published
+// on other nodes.
+func (h *Hub) Dispatch(f *Frame) {
+	ch := h.lookup(f.Msg.Channel)
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if f.Msg.Epoch != ch.epoch || f.Msg.Offset < ch.next {
+		return // an old epoch's message, or one already fanned out
+	}
+	if f.Msg.Offset > ch.next {
+		if ch.early == nil {
+			ch.early = make(map[uint64]*Frame)
+		}
+		ch.early[f.Msg.Offset] = f
+		return
+	}
+	h.fanout(ch, f)
+	ch.next++
+	for len(ch.early) > 0 {
+		g := ch.early[ch.next]
+		if g == nil {
+			break
+		}
+		delete(ch.early, ch.next)
+		h.fanout(ch, g)
+		ch.next++
+	}
+}
+
+// fanout hands f to every subscription of ch. Caller holds ch.mu.
+func (h *Hub) fanout(ch *chanState, f *Frame) {
+	for _, s := range ch.subs {
+		s.deliver(f)
+	}
+	h.cfg.Observer.Delivered(len(ch.subs))
+}
+
+// SubscribeRequest asks for one channel.
+type SubscribeRequest struct {
+	Channel string
+	// Since, when set, resumes after that position; otherwise the subscription starts live.
+	Since  *channel.Position
+	Sink   Sink
+	Client ClientInfo
+}
+
+// Subscription is one channel of one subscriber.
+type Subscription struct {
+	hub  *Hub
+	ch   *chanState
+	sink Sink
+	info ClientInfo
+	idx  int // in ch.subs
+	// While catching up, live frames wait in backlog; epoch/last say what the sink has.
+	catchingUp bool
+	backlog    []*Frame
+	epoch      string
+	last       uint64
+	closed     bool
+}
+
+// Channel returns the subscription's channel name.
+func (s *Subscription) Channel() string { return s.ch.name }
+
+// deliver queues f unless the sink already has it. Caller holds s.ch.mu.
+func (s *Subscription) deliver(f *Frame) {
+	if s.catchingUp {
+		s.backlog = append(s.backlog, f)
+		return
+	}
+	s.send(f)
+}
+
+func (s *Subscription) send(f *Frame) {
+	switch {
+	case f.Kind == KindStart || f.Msg.Event == EventGap:
+		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
+	case f.Msg.Event == EventJoin || f.Msg.Event == EventLeave || f.Msg.Event == EventReconnect:
+		// Events that stand at the channel's position without moving it.
+	default:
+		if f.Msg.Epoch == s.epoch && f.Msg.Offset <= s.last {
+			return // already sent from history
+		}
+		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
+	}
+	s.sink.Deliver(f)
+}
+
+// Subscribe attaches a sink to a channel: it first receives a KindStart frame, then, when
+// resuming, what it missed (or a crier.gap frame), then live frames, with no gap and no
+// duplicate at the seam.
+func (h *Hub) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
+	if err := channel.CheckName(req.Channel); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	ch, err := h.acquire(ctx, req.Channel)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscription{hub: h, ch: ch, sink: req.Sink, info: req.Client, catchingUp: true}
+	ch.mu.Lock()
+	latest := channel.Position{Epoch: ch.epoch, Offset: ch.next - 1}
+	s.idx = len(ch.subs)
+	ch.subs = append(ch.subs, s)
+	ch.mu.Unlock()
+
+	frames, err := h.catchUp(ctx, req.Channel, req.Since, latest)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	ns := h.Namespace(req.Channel)
+	ch.mu.Lock()
+	for _, f := range frames {
+		s.send(f)
+	}
+	s.catchingUp = false
+	for _, f := range s.backlog {
+		s.send(f)
+	}
+	s.backlog = nil
+	if ns.Presence {
+		h.join(ch, s.info)
+	}
+	ch.mu.Unlock()
+	return s, nil
+}
+
+// catchUp returns the frames a subscriber resuming from since needs before live ones.
+func (h *Hub) catchUp(ctx context.Context, name string, since *channel.Position, latest channel.Position) ([]*Frame, error) {
+	if since == nil {
+		return []*Frame{newStartFrame(name, latest)}, nil
+	}
+	start := newStartFrame(name, *since)
+	if since.Epoch != latest.Epoch || since.Offset > latest.Offset {
+		// The epoch is gone (or the position never existed): resync to the live position.
+		return []*Frame{start, newEventFrame(name, latest, EventGap, gapData("epoch"), h.cfg.Now())}, nil
+	}
+	if since.Offset == latest.Offset {
+		return []*Frame{start}, nil
+	}
+	t := time.Now()
+	hist, err := h.cfg.Store.Read(ctx, name, since.Epoch, since.Offset, 0)
+	h.cfg.Observer.StoreLatency("read", time.Since(t))
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", name, err)
+	}
+	frames := make([]*Frame, 0, len(hist.Messages)+2)
+	frames = append(frames, start)
+	if hist.Gap {
+		at := channel.Position{Epoch: hist.Epoch, Offset: hist.Offset}
+		if len(hist.Messages) > 0 {
+			at.Offset = hist.Messages[0].Offset - 1
+		}
+		frames = append(frames, newEventFrame(name, at, EventGap, gapData("history"), h.cfg.Now()))
+	}
+	for _, m := range hist.Messages {
+		frames = append(frames, NewFrame(m))
+	}
+	return frames, nil
+}
+
+func gapData(reason string) map[string]string { return map[string]string{"reason": reason} }
+
+// Close detaches the subscription. It is safe to call more than once.
+func (s *Subscription) Close() {
+	ch := s.ch
+	ch.mu.Lock()
+	if s.closed {
+		ch.mu.Unlock()
+		return
+	}
+	s.closed = true
+	last := len(ch.subs) - 1
+	ch.subs[s.idx] = ch.subs[last]
+	ch.subs[s.idx].idx = s.idx
+	ch.subs[last] = nil
+	ch.subs = ch.subs[:last]
+	if !s.catchingUp && s.hub.Namespace(ch.name).Presence {
+		s.hub.leave(ch, s.info)
+	}
+	ch.mu.Unlock()
+	s.hub.release(ch)
+}
+
+// join records a presence and tells the channel when a client first appears. Caller holds ch.mu.
+func (h *Hub) join(ch *chanState, c ClientInfo) {
+	if ch.presence == nil {
+		ch.presence = make(map[ClientInfo]int)
+	}
+	ch.presence[c]++
+	if ch.presence[c] == 1 {
+		h.fanout(ch, newEventFrame(ch.name, channel.Position{Epoch: ch.epoch, Offset: ch.next - 1}, EventJoin, c, h.cfg.Now()))
+	}
+}
+
+// leave is join's reverse. Caller holds ch.mu.
+func (h *Hub) leave(ch *chanState, c ClientInfo) {
+	if ch.presence[c]--; ch.presence[c] > 0 {
+		return
+	}
+	delete(ch.presence, c)
+	h.fanout(ch, newEventFrame(ch.name, channel.Position{Epoch: ch.epoch, Offset: ch.next - 1}, EventLeave, c, h.cfg.Now()))
+}
+
+// Presence lists the clients subscribed to a channel on this node.
+func (h *Hub) Presence(ctx context.Context, name string) ([]ClientInfo, error) {
+	if err := channel.CheckName(name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if !h.Namespace(name).Presence {
+		return nil, ErrPresenceDisabled
+	}
+	out := []ClientInfo{}
+	ch := h.lookup(name)
+	if ch == nil {
+		return out, nil
+	}
+	ch.mu.Lock()
+	for c := range ch.presence {
+		out = append(out, c)
+	}
+	ch.mu.Unlock()
+	return out, nil
+}
+
+// Info describes a channel.
+type Info struct {
+	Channel     string `json:"channel"`
+	Epoch       string `json:"epoch"`
+	Offset      uint64 `json:"offset"`
+	Subscribers int    `json:"subscribers"`
+}
+
+// Info returns a channel's position and subscriber count.
+func (h *Hub) Info(ctx context.Context, name string) (Info, error) {
+	if err := channel.CheckName(name); err != nil {
+		return Info{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	st, err := h.cfg.Store.State(ctx, name)
+	if err != nil {
+		return Info{}, fmt.Errorf("store: %w", err)
+	}
+	info := Info{Channel: name, Epoch: st.Epoch, Offset: st.Offset}
+	if ch := h.lookup(name); ch != nil {
+		ch.mu.Lock()
+		info.Subscribers = len(ch.subs)
+		ch.mu.Unlock()
+	}
+	return info, nil
+}
+
+// History reads a channel's history: after since when given, else the newest limit messages.
+func (h *Hub) History(ctx context.Context, name string, since *channel.Position, limit int) (History, error) {
+	if err := channel.CheckName(name); err != nil {
+		return History{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	t := time.Now()
+	defer func() { h.cfg.Observer.StoreLatency("read", time.Since(t)) }()
+	if since == nil {
+		return h.cfg.Store.Latest(ctx, name, limit)
+	}
+	return h.cfg.Store.Read(ctx, name, since.Epoch, since.Offset, limit)
+}
+
+// Clear drops a channel's history. Its subscribers are moved to the new epoch with crier.gap.
+func (h *Hub) Clear(ctx context.Context, name string) (ChannelState, error) {
+	if err := channel.CheckName(name); err != nil {
+		return ChannelState{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	st, err := h.cfg.Store.Clear(ctx, name)
+	if err != nil {
+		return st, fmt.Errorf("store: %w", err)
+	}
+	if ch := h.lookup(name); ch != nil {
+		ch.mu.Lock()
+		ch.epoch, ch.next, ch.early = st.Epoch, st.Offset+1, nil
+		h.fanout(ch, newEventFrame(name, channel.Position{Epoch: st.Epoch, Offset: st.Offset}, EventGap, gapData("cleared"), h.cfg.Now()))
+		ch.mu.Unlock()
+	}
+	return st, nil
+}
+
+// Drain stops new publishes and subscriptions and sends every subscription a crier.reconnect
+// frame asking it to come back after `after`. Sinks close themselves once it is written.
+func (h *Hub) Drain(after time.Duration) {
+	h.closed.Store(true)
+	h.mu.Lock()
+	chans := make([]*chanState, 0, len(h.channels))
+	for _, ch := range h.channels {
+		chans = append(chans, ch)
+	}
+	h.mu.Unlock()
+	data := map[string]int64{"after_ms": after.Milliseconds()}
+	for _, ch := range chans {
+		<-ch.ready
+		ch.mu.Lock()
+		h.fanout(ch, newEventFrame(ch.name, channel.Position{Epoch: ch.epoch, Offset: ch.next - 1}, EventReconnect, data, h.cfg.Now()))
+		ch.mu.Unlock()
+	}
+}
+
+// Channels returns how many channels have subscribers on this node.
+func (h *Hub) Channels() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.channels)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Published(int)                      {}
+func (nopObserver) Delivered(int)                      {}
+func (nopObserver) StoreLatency(string, time.Duration) {}
