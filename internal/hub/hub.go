@@ -206,7 +206,9 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 		return out, nil
 	}
 	start := time.Now()
-	res, err := h.cfg.Store.Append(ctx, batch)
+	// A publisher that hangs up mid-append must not leave a message stored but never
+	// dispatched, which would stall the channel's ordered dispatch.
+	res, err := h.cfg.Store.Append(context.WithoutCancel(ctx), batch)
 	h.cfg.Observer.StoreLatency("append", time.Since(start))
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -215,8 +217,12 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 	for j, r := range res {
 		out[idx[j]] = r
 		if r.Err == nil && !r.Duplicate {
-			h.Dispatch(NewFrame(r.Message))
 			n++
+			// Without subscribers here, no frame is needed: a channel loaded from now on reads
+			// its state from the store, which already holds this message.
+			if ch := h.lookup(r.Message.Channel); ch != nil {
+				h.dispatch(ch, NewFrame(r.Message))
+			}
 		}
 	}
 	h.cfg.Observer.Published(n)
@@ -227,10 +233,12 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 // a frame that overtakes its predecessor waits for it. Brokers call it for messages published
 // on other nodes.
 func (h *Hub) Dispatch(f *Frame) {
-	ch := h.lookup(f.Msg.Channel)
-	if ch == nil {
-		return
+	if ch := h.lookup(f.Msg.Channel); ch != nil {
+		h.dispatch(ch, f)
 	}
+}
+
+func (h *Hub) dispatch(ch *chanState, f *Frame) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if f.Msg.Epoch != ch.epoch || f.Msg.Offset < ch.next {
@@ -302,7 +310,14 @@ func (s *Subscription) deliver(f *Frame) {
 
 func (s *Subscription) send(f *Frame) {
 	switch {
-	case f.Kind == KindStart || f.Msg.Event == EventGap:
+	case f.Kind == KindStart:
+		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
+	case f.Msg.Event == EventGap:
+		// A live gap (from Clear) that the catch-up already moved past, having read the new
+		// epoch from the store: passing it on would rewind the sink and repeat messages.
+		if !s.catchingUp && f.Msg.Epoch == s.epoch && f.Msg.Offset <= s.last {
+			return
+		}
 		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
 	case f.Msg.Event == EventJoin || f.Msg.Event == EventLeave || f.Msg.Event == EventReconnect:
 		// Events that stand at the channel's position without moving it.
@@ -331,6 +346,13 @@ func (h *Hub) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscriptio
 	}
 	s := &Subscription{hub: h, ch: ch, sink: req.Sink, info: req.Client, catchingUp: true}
 	ch.mu.Lock()
+	if h.closed.Load() {
+		// Drain began after the check above; it may already have passed this channel, and
+		// this subscription would never be told to reconnect.
+		ch.mu.Unlock()
+		h.release(ch)
+		return nil, ErrClosed
+	}
 	latest := channel.Position{Epoch: ch.epoch, Offset: ch.next - 1}
 	s.idx = len(ch.subs)
 	ch.subs = append(ch.subs, s)
@@ -364,18 +386,26 @@ func (h *Hub) catchUp(ctx context.Context, name string, since *channel.Position,
 		return []*Frame{newStartFrame(name, latest)}, nil
 	}
 	start := newStartFrame(name, *since)
-	if since.Epoch != latest.Epoch || since.Offset > latest.Offset {
-		// The epoch is gone (or the position never existed): resync to the live position.
+	if since.Epoch != latest.Epoch {
+		// The epoch is gone: resync to the live position.
 		return []*Frame{start, newEventFrame(name, latest, EventGap, gapData("epoch"), h.cfg.Now())}, nil
 	}
 	if since.Offset == latest.Offset {
 		return []*Frame{start}, nil
 	}
+	// Read even when since is past latest: latest is what this node has fanned out, and the
+	// store may hold more (publishes in flight, or in a cluster a message another node has
+	// delivered but this one not yet); only the store can tell a future position from those.
 	t := time.Now()
 	hist, err := h.cfg.Store.Read(ctx, name, since.Epoch, since.Offset, 0)
 	h.cfg.Observer.StoreLatency("read", time.Since(t))
 	if err != nil {
 		return nil, fmt.Errorf("read history of %s: %w", name, err)
+	}
+	if hist.Epoch == since.Epoch && since.Offset > hist.Offset {
+		// The position never existed: resync to the channel's latest.
+		at := channel.Position{Epoch: hist.Epoch, Offset: hist.Offset}
+		return []*Frame{start, newEventFrame(name, at, EventGap, gapData("epoch"), h.cfg.Now())}, nil
 	}
 	frames := make([]*Frame, 0, len(hist.Messages)+2)
 	frames = append(frames, start)
@@ -500,16 +530,23 @@ func (h *Hub) Clear(ctx context.Context, name string) (ChannelState, error) {
 	if err := channel.CheckName(name); err != nil {
 		return ChannelState{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
+	// Hold the channel (loading it if it has no subscriber) and its lock across the store's
+	// clear, so that no message of the new epoch reaches Dispatch before the channel knows the
+	// epoch: it would be dropped as an old epoch's, and every later message would then wait in
+	// ch.early for it forever. A subscribe racing with the clear shares this chanState.
+	ch, err := h.acquire(ctx, name)
+	if err != nil {
+		return ChannelState{}, err
+	}
+	defer h.release(ch)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
 	st, err := h.cfg.Store.Clear(ctx, name)
 	if err != nil {
 		return st, fmt.Errorf("store: %w", err)
 	}
-	if ch := h.lookup(name); ch != nil {
-		ch.mu.Lock()
-		ch.epoch, ch.next, ch.early = st.Epoch, st.Offset+1, nil
-		h.fanout(ch, newEventFrame(name, channel.Position{Epoch: st.Epoch, Offset: st.Offset}, EventGap, gapData("cleared"), h.cfg.Now()))
-		ch.mu.Unlock()
-	}
+	ch.epoch, ch.next, ch.early = st.Epoch, st.Offset+1, nil
+	h.fanout(ch, newEventFrame(name, channel.Position{Epoch: st.Epoch, Offset: st.Offset}, EventGap, gapData("cleared"), h.cfg.Now()))
 	return st, nil
 }
 

@@ -127,7 +127,8 @@ func (fs *Formats) Register() int {
 // NewFrame builds the shared frame of a message.
 func NewFrame(m Message) *Frame {
 	f := &Frame{Kind: KindMessage, Msg: m}
-	f.Cursor = m.Channel + "@" + m.Epoch + ":" + strconv.FormatUint(m.Offset, 10)
+	var num [20]byte // the offset's digits, without a string of their own
+	f.Cursor = m.Channel + "@" + m.Epoch + ":" + string(strconv.AppendUint(num[:0], m.Offset, 10))
 	f.Envelope = appendEnvelopeHead(make([]byte, 0, 160+len(m.Data)+len(m.Data)/3), &m)
 	return f
 }
@@ -169,11 +170,12 @@ func appendEnvelopeHead(b []byte, m *Message) []byte {
 	default:
 		b = append(b, '"')
 		b = base64.StdEncoding.AppendEncode(b, m.Data)
-		b = append(b, `","encoding":"base64"`...)
-		if m.ContentType != "" {
-			b = append(b, `,"content_type":`...)
-			b = appendJSONString(b, m.ContentType)
+		b = append(b, `","encoding":"base64","content_type":`...)
+		ct := m.ContentType
+		if ct == "" {
+			ct = "application/octet-stream" // RFC 9110: what an untyped body is taken to be
 		}
+		b = appendJSONString(b, ct)
 	}
 	return append(b, `,"cursor":"`...)
 }
@@ -185,8 +187,8 @@ const (
 	DataBinary
 )
 
-// DataKind classifies a payload by its content type. JSON that does not parse, or text that is
-// not UTF-8, is carried as binary so that the envelope stays valid and the body unaltered.
+// DataKind classifies a payload by its content type. JSON that does not parse, and JSON or text
+// that is not UTF-8, is carried as binary so that the envelope stays valid and the body unaltered.
 func DataKind(contentType string, data []byte) int {
 	mt := contentType
 	if i := strings.IndexByte(mt, ';'); i >= 0 {
@@ -195,7 +197,9 @@ func DataKind(contentType string, data []byte) int {
 	mt = strings.ToLower(strings.TrimSpace(mt))
 	switch {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
-		if json.Valid(data) {
+		// json.Valid accepts invalid UTF-8 inside strings; such a body would make the envelope
+		// invalid JSON, so it travels as binary too.
+		if utf8.Valid(data) && json.Valid(data) {
 			return DataJSON
 		}
 	case strings.HasPrefix(mt, "text/"):
@@ -215,7 +219,8 @@ func isUTF8Text(contentType string, data []byte) bool {
 	return utf8.Valid(data)
 }
 
-// appendJSONString appends s as a JSON string; strings are valid UTF-8 or get replacement runes.
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD (as encoding/json
+// does), so the result is always valid JSON. Payloads reach it only when valid UTF-8.
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
@@ -226,14 +231,22 @@ func appendJSONString(b []byte, s string) []byte {
 			continue
 		}
 		if c >= 0x80 {
-			// Escape U+2028/2029 so the envelope is also safe inside <script>.
-			if c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				b = append(b, s[start:i]...)
+				b = append(b, `\ufffd`...)
+			case r == '\u2028' || r == '\u2029':
+				// Escaped so that the envelope is also safe inside <script>.
 				b = append(b, s[start:i]...)
 				b = append(b, `\u202`...)
-				b = append(b, hex[s[i+2]&0xF])
-				i += 2
-				start = i + 1
+				b = append(b, hex[r&0xF])
+			default:
+				i += size - 1
+				continue
 			}
+			i += size - 1
+			start = i + 1
 			continue
 		}
 		b = append(b, s[start:i]...)

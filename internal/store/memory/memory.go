@@ -42,6 +42,9 @@ type log struct {
 	last    uint64
 	trimmed uint64 // highest offset dropped by retention
 	msgs    []hub.Message
+	// ret is the latest append's retention; reads apply its age too, so that an idle channel
+	// does not serve history older than its age.
+	ret hub.Retention
 }
 
 // New returns an empty store.
@@ -111,6 +114,7 @@ func (s *Store) append(a *hub.Append) hub.Appended {
 		m.Expires = now.Add(a.TTL)
 	}
 	l.msgs = append(l.msgs, m)
+	l.ret = a.Retention
 	l.trim(a.Retention, now)
 	if a.IdempotencyKey != "" {
 		sh.dedup[dk] = dedupEntry{msg: m, expires: now.Add(a.DedupWindow)}
@@ -128,7 +132,7 @@ func (s *Store) append(a *hub.Append) hub.Appended {
 
 func (l *log) trim(r hub.Retention, now time.Time) {
 	drop := 0
-	if n := len(l.msgs) - r.Size; n > 0 {
+	if n := len(l.msgs) - max(r.Size, 0); n > 0 {
 		drop = n
 	}
 	if cut := store.Cutoff(r, now); !cut.IsZero() {
@@ -154,6 +158,8 @@ func (s *Store) Read(ctx context.Context, name, epoch string, after uint64, limi
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	l := s.peek(sh, name)
+	now := s.now()
+	l.trim(l.ret, now)
 	h := hub.History{ChannelState: hub.ChannelState{Epoch: l.epoch, Offset: l.last}}
 	if epoch != l.epoch || after > l.last {
 		h.Gap = true
@@ -161,7 +167,6 @@ func (s *Store) Read(ctx context.Context, name, epoch string, after uint64, limi
 	} else if after < l.trimmed {
 		h.Gap = true
 	}
-	now := s.now()
 	// Offsets are dense in msgs, so the first one after `after` is found by arithmetic.
 	i := 0
 	if len(l.msgs) > 0 && after >= l.msgs[0].Offset {
@@ -181,8 +186,9 @@ func (s *Store) Latest(ctx context.Context, name string, limit int) (hub.History
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	l := s.peek(sh, name)
-	h := hub.History{ChannelState: hub.ChannelState{Epoch: l.epoch, Offset: l.last}}
 	now := s.now()
+	l.trim(l.ret, now)
+	h := hub.History{ChannelState: hub.ChannelState{Epoch: l.epoch, Offset: l.last}}
 	var rev []hub.Message
 	for i := len(l.msgs) - 1; i >= 0 && (limit <= 0 || len(rev) < limit); i-- {
 		if !l.msgs[i].Expired(now) {
