@@ -29,12 +29,12 @@ type Config struct {
 	Namespaces map[string]Namespace `yaml:"namespaces"`
 
 	// Limits.
-	MaxMessageSize   int           `yaml:"max_message_size"`   // --max-message-size, default 65536
-	MaxSubscriptions int           `yaml:"max_subscriptions"`  // --max-subscriptions per connection, default 100
-	QueueSize        int           `yaml:"queue_size"`         // --queue-size messages per subscriber, default 1000
-	QueueBytes       int           `yaml:"queue_bytes"`        // --queue-bytes per subscriber, default 4 MiB
-	HeaderTimeout    time.Duration `yaml:"header_timeout"`     // --header-timeout, default 10s
-	SSERetry         time.Duration `yaml:"sse_retry"`          // --sse-retry, default 2s
+	MaxMessageSize   int           `yaml:"max_message_size"`  // --max-message-size, default 65536
+	MaxSubscriptions int           `yaml:"max_subscriptions"` // --max-subscriptions per connection, default 100
+	QueueSize        int           `yaml:"queue_size"`        // --queue-size messages per subscriber, default 1000
+	QueueBytes       int           `yaml:"queue_bytes"`       // --queue-bytes per subscriber, default 4 MiB
+	HeaderTimeout    time.Duration `yaml:"header_timeout"`    // --header-timeout, default 10s
+	SSERetry         time.Duration `yaml:"sse_retry"`         // --sse-retry, default 2s
 
 	LogLevel string `yaml:"log_level"` // --log-level debug|info|warn|error, default info
 }
