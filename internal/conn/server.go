@@ -1,0 +1,383 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Server.
+type Config struct {
+	Limits      Limits
+	Heartbeat   time.Duration // 0: none
+	MaxLifetime time.Duration // 0: none
+	// WriteTimeout closes a connection whose peer has not taken bytes for this long.
+	WriteTimeout time.Duration
+	Workers      int // writer goroutines; default GOMAXPROCS
+	Logger       *slog.Logger
+}
+
+// Server owns the epoll set, the writer pool and every connection taken over.
+type Server struct {
+	cfg     Config
+	limits  Limits
+	epfd    int
+	workers []*worker
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	conns []*Conn // indexed by Conn.idx
+	byFD  map[int]*Conn
+	gen   int32
+
+	metrics struct {
+		open, slow atomic.Int64
+	}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// NewServer starts the poller, the writers and the timer.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Limits.QueueItems <= 0 {
+		cfg.Limits.QueueItems = 1000
+	}
+	if cfg.Limits.QueueBytes <= 0 {
+		cfg.Limits.QueueBytes = 4 << 20
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	s := &Server{cfg: cfg, limits: cfg.Limits, epfd: epfd, log: cfg.Logger, byFD: make(map[int]*Conn),
+		stop: make(chan struct{})}
+	for range cfg.Workers {
+		w := &worker{wake: make(chan struct{}, 1)}
+		s.workers = append(s.workers, w)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); w.run(s.stop) }()
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.timer() }()
+	go s.poll() // ends when epfd is closed
+	return s, nil
+}
+
+// Open reports how many connections are open.
+func (s *Server) Open() int64 { return s.metrics.open.Load() }
+
+// SlowDisconnects reports how many connections were closed for falling behind.
+func (s *Server) SlowDisconnects() int64 { return s.metrics.slow.Load() }
+
+// ErrNotTCP is returned by Take for connections it cannot own (TLS, HTTP/2).
+var ErrNotTCP = errors.New("not a plain TCP connection")
+
+// Take takes over a hijacked TCP connection: the returned Conn owns a duplicate of its socket
+// and nc is closed. buffered holds bytes the HTTP server had already read past the request.
+// Nothing is written or read until Start.
+func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil, ErrNotTCP
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("syscall conn: %w", err)
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(f uintptr) { fd, dupErr = unix.Dup(int(f)) }); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("dup: %w", dupErr)
+	}
+	// The duplicate shares the non-blocking file description; closing nc only drops Go's
+	// descriptor and its registration with the runtime's poller.
+	_ = tc.Close()
+	unix.CloseOnExec(fd)
+	c := &Conn{fd: fd, server: s, proto: proto, created: time.Now()}
+	c.lastWrite.Store(c.created.UnixNano())
+	if s.cfg.MaxLifetime > 0 {
+		c.deadline = c.created.Add(s.cfg.MaxLifetime).UnixNano()
+	}
+	c.worker = s.workers[fd%len(s.workers)]
+	return c, nil
+}
+
+// Start registers c with the poller: from now on its peer's bytes and hang-ups are seen.
+// buffered is handed to the protocol first.
+func (s *Server) Start(c *Conn, buffered []byte) error {
+	s.mu.Lock()
+	s.gen++
+	c.gen = s.gen
+	c.idx = len(s.conns)
+	s.conns = append(s.conns, c)
+	s.byFD[c.fd] = c
+	s.mu.Unlock()
+	s.metrics.open.Add(1)
+	if len(buffered) > 0 {
+		if err := c.proto.Read(c, buffered); err != nil {
+			c.Close(readReason(err))
+		}
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd), Pad: c.gen}
+	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		s.finish(c, ReasonIO)
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+// Discard closes a connection that was taken but never started.
+func (s *Server) Discard(c *Conn) { _ = unix.Close(c.fd) }
+
+// finish closes the socket once and tells the protocol.
+func (s *Server) finish(c *Conn, reason Reason) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closing = true
+	clear(c.queue)
+	c.queue, c.unwritten = nil, nil
+	c.mu.Unlock()
+
+	s.mu.Lock()
+	last := len(s.conns) - 1
+	s.conns[c.idx] = s.conns[last]
+	s.conns[c.idx].idx = c.idx
+	s.conns[last] = nil
+	s.conns = s.conns[:last]
+	delete(s.byFD, c.fd)
+	s.mu.Unlock()
+	// Closing the only descriptor of the socket also removes it from the epoll set.
+	_ = unix.Close(c.fd)
+	s.metrics.open.Add(-1)
+	c.proto.Closed(c, reason)
+}
+
+// poll waits for socket events and hands them out: bytes and hang-ups to the protocol,
+// writability to the connection's writer.
+func (s *Server) poll() {
+	events := make([]unix.EpollEvent, 256)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.EpollWait(s.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return // epfd closed
+		}
+		for i := range n {
+			ev := &events[i]
+			s.mu.Lock()
+			c := s.byFD[int(ev.Fd)]
+			s.mu.Unlock()
+			if c == nil || c.gen != ev.Pad {
+				continue // the socket closed after this event was reported
+			}
+			if ev.Events&unix.EPOLLIN != 0 {
+				if reason, closed := s.readAll(c, buf); closed {
+					s.finish(c, reason)
+					continue
+				}
+			}
+			if ev.Events&(unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
+				s.finish(c, ReasonPeer)
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.mu.Lock()
+				if len(c.unwritten) > 0 && !c.scheduled {
+					c.scheduled = true
+					c.worker.push(c)
+				}
+				c.mu.Unlock()
+			}
+		}
+	}
+}
+
+// maxReadPerEvent bounds what one readiness event may read, so one flooding peer cannot hold
+// the poller; such a peer is closed.
+const maxReadPerEvent = 4 << 20
+
+var errFlood = errors.New("peer sends faster than it may")
+
+// readAll drains the socket (the set is edge-triggered). It reports whether c must close.
+func (s *Server) readAll(c *Conn, buf []byte) (Reason, bool) {
+	total := 0
+	for {
+		n, err := unix.Read(c.fd, buf)
+		if n > 0 {
+			total += n
+			if rerr := c.proto.Read(c, buf[:n]); rerr != nil {
+				c.Close(readReason(rerr))
+				return Reason{}, false
+			}
+			if total > maxReadPerEvent {
+				c.Close(readReason(errFlood))
+				return Reason{}, false
+			}
+			continue
+		}
+		switch {
+		case n == 0 && err == nil:
+			return ReasonPeer, true
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			return Reason{}, false
+		default:
+			return ReasonIO, true
+		}
+	}
+}
+
+// ReadError lets a protocol say how a read failure closes the connection.
+type ReadError struct{ Reason Reason }
+
+func (e *ReadError) Error() string { return e.Reason.Code + ": " + e.Reason.Message }
+
+func readReason(err error) Reason {
+	var re *ReadError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	return Reason{Code: "protocol_error", Message: err.Error(), WSCode: 1008}
+}
+
+// timer sends heartbeats to idle connections, ends those past their lifetime and those whose
+// peer stopped reading.
+func (s *Server) timer() {
+	tick := time.Second
+	if hb := s.cfg.Heartbeat; hb > 0 && hb/4 < tick {
+		tick = max(hb/4, 10*time.Millisecond)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var batch []*Conn
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			batch = s.snapshot(batch[:0])
+			s.sweep(batch, now.UnixNano())
+			clear(batch)
+		}
+	}
+}
+
+func (s *Server) snapshot(dst []*Conn) []*Conn {
+	s.mu.Lock()
+	dst = append(dst, s.conns...)
+	s.mu.Unlock()
+	return dst
+}
+
+func (s *Server) sweep(conns []*Conn, now int64) {
+	hb := int64(s.cfg.Heartbeat)
+	stuck := int64(s.cfg.WriteTimeout)
+	for _, c := range conns {
+		if c.deadline != 0 && now >= c.deadline {
+			c.Close(ReasonLifetime)
+			continue
+		}
+		c.mu.Lock()
+		isStuck := c.stuckSince != 0 && now-c.stuckSince > stuck
+		c.mu.Unlock()
+		if isStuck {
+			s.finish(c, ReasonStuck)
+			continue
+		}
+		if hb > 0 && now-c.lastWrite.Load() >= hb {
+			c.lastWrite.Store(now) // one heartbeat per interval even if this one waits
+			c.Enqueue(Item{Heartbeat: true})
+		}
+	}
+}
+
+// CloseAll closes every connection with reason and waits up to ctx for them to finish.
+func (s *Server) CloseAll(ctx context.Context, reason Reason) {
+	for _, c := range s.snapshot(nil) {
+		c.Close(reason)
+	}
+	for s.Open() > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range s.snapshot(nil) {
+		s.finish(c, reason)
+	}
+}
+
+// Shutdown stops the poller and the writers. Call after CloseAll.
+func (s *Server) Shutdown() {
+	close(s.stop)
+	s.wg.Wait()
+	_ = unix.Close(s.epfd)
+}
+
+// worker writes the connections on its ready list.
+type worker struct {
+	mu    sync.Mutex
+	ready []*Conn
+	wake  chan struct{}
+}
+
+func (w *worker) push(c *Conn) {
+	w.mu.Lock()
+	w.ready = append(w.ready, c)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) run(stop <-chan struct{}) {
+	var batch []*Conn
+	buf := make([]byte, 0, 64<<10)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-w.wake:
+		}
+		for {
+			w.mu.Lock()
+			batch, w.ready = w.ready, batch[:0]
+			w.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i, c := range batch {
+				c.flush(&buf)
+				batch[i] = nil
+			}
+			if cap(buf) > 1<<20 {
+				buf = make([]byte, 0, 64<<10)
+			}
+		}
+	}
+}

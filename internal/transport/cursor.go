@@ -1,0 +1,43 @@
+package transport
+
+import (
+	"github.com/crier-push/crier/internal/channel"
+	"github.com/crier-push/crier/internal/hub"
+)
+
+// Tracker follows one connection's cursor as its frames are rendered, in order. It is used by
+// one writer at a time and allocates only when a channel is added.
+type Tracker struct {
+	entries channel.Cursor
+}
+
+// Update moves the frame's channel to the frame's position.
+func (t *Tracker) Update(f *hub.Frame) {
+	m := &f.Msg
+	for i := range t.entries {
+		if t.entries[i].Channel == m.Channel {
+			t.entries[i].Position = channel.Position{Epoch: m.Epoch, Offset: m.Offset}
+			return
+		}
+	}
+	t.entries = append(t.entries, channel.Entry{Channel: m.Channel, Position: channel.Position{Epoch: m.Epoch, Offset: m.Offset}})
+}
+
+// Single reports whether the cursor names one channel, so that frames' shared encodings apply.
+func (t *Tracker) Single() bool { return len(t.entries) <= 1 }
+
+// AppendTo appends the cursor's text.
+func (t *Tracker) AppendTo(b []byte) []byte { return t.entries.AppendTo(b) }
+
+// String returns the cursor's text.
+func (t *Tracker) String() string { return t.entries.String() }
+
+// Remove drops a channel from the cursor (after unsubscribe).
+func (t *Tracker) Remove(name string) {
+	for i := range t.entries {
+		if t.entries[i].Channel == name {
+			t.entries = append(t.entries[:i], t.entries[i+1:]...)
+			return
+		}
+	}
+}

@@ -1,0 +1,46 @@
+package transport
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/crier-push/crier/internal/conn"
+	"github.com/crier-push/crier/internal/hub"
+)
+
+// Observer counts connections per transport, for metrics.
+type Observer interface {
+	Connected(transport string, delta int)
+	Subscribed(delta int)
+}
+
+// Env is what the server hands every transport.
+type Env struct {
+	Hub            *hub.Hub
+	Conns          *conn.Server
+	Formats        *hub.Formats
+	Logger         *slog.Logger
+	Observer       Observer
+	MaxChannels    int // subscriptions per connection
+	MaxMessageSize int
+	SSERetry       time.Duration
+	// SubscribeTimeout bounds how long catching up from the store may take.
+	SubscribeTimeout time.Duration
+}
+
+// Transport is one registered push transport.
+type Transport struct {
+	Name    string
+	Pattern string // a net/http ServeMux pattern, e.g. "GET /v1/sse"
+	New     func(env *Env) http.Handler
+}
+
+// NewClientID returns a random id for presence.
+func NewClientID() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
