@@ -1,0 +1,315 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/crier-push/crier/internal/channel"
+	"github.com/crier-push/crier/internal/hub"
+	"github.com/crier-push/crier/internal/transport"
+)
+
+// api serves section 4 of the contract: publishing, history, channel info and presence.
+type api struct {
+	hub            *hub.Hub
+	maxMessageSize int
+}
+
+const (
+	maxBatch        = 1000
+	defaultHistory  = 100
+	maxHistoryLimit = 1000
+)
+
+func (a *api) register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/channels/{channel}", a.publish)
+	mux.HandleFunc("POST /v1/publish", a.publishBatch)
+	mux.HandleFunc("GET /v1/channels/{channel}/messages", a.history)
+	mux.HandleFunc("DELETE /v1/channels/{channel}/messages", a.clear)
+	mux.HandleFunc("GET /v1/channels/{channel}", a.info)
+	mux.HandleFunc("GET /v1/channels/{channel}/presence", a.presence)
+}
+
+// published is the answer to a publish.
+type published struct {
+	Channel string `json:"channel"`
+	Offset  uint64 `json:"offset"`
+	Epoch   string `json:"epoch"`
+	Cursor  string `json:"cursor"`
+}
+
+func publishedOf(m hub.Message) published {
+	return published{Channel: m.Channel, Offset: m.Offset, Epoch: m.Epoch, Cursor: m.Channel + "@" + m.Position().String()}
+}
+
+func channelParam(r *http.Request) (string, error) {
+	name := r.PathValue("channel")
+	if err := channel.CheckName(name); err != nil {
+		return "", transport.BadRequest("invalid_channel", err)
+	}
+	return name, nil
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	name, err := channelParam(r)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	ttl, err := parseTTL(q.Get("ttl"))
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(a.maxMessageSize)))
+	if err != nil {
+		transport.WriteError(w, bodyError(err, a.maxMessageSize))
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	res, err := a.hub.Publish(r.Context(), []hub.Publication{{Channel: name, Event: q.Get("event"), ContentType: ct,
+		Data: body, TTL: ttl, IdempotencyKey: r.Header.Get("Idempotency-Key")}})
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	if res[0].Err != nil {
+		transport.WriteError(w, res[0].Err)
+		return
+	}
+	if res[0].Duplicate {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusCreated, publishedOf(res[0].Message))
+}
+
+func parseTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 {
+		return 0, transport.BadRequest("invalid_ttl", fmt.Errorf("ttl must be a whole number of seconds above 0, got %q", s))
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func bodyError(err error, limit int) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return transport.Errorf(http.StatusRequestEntityTooLarge, "message_too_large",
+			fmt.Sprintf("body is larger than %d bytes", limit))
+	}
+	return transport.BadRequest("bad_body", fmt.Errorf("reading body: %w", err))
+}
+
+// batchMessage is one message of POST /v1/publish. data is published as JSON, unless
+// content_type says otherwise: then data is a string, the payload's text, or its base64 when
+// encoding is "base64".
+type batchMessage struct {
+	Channel        string          `json:"channel"`
+	Data           json.RawMessage `json:"data"`
+	Event          string          `json:"event"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	ContentType    string          `json:"content_type"`
+	Encoding       string          `json:"encoding"`
+	TTL            uint32          `json:"ttl"`
+}
+
+type batchResult struct {
+	*published
+	Error *errorField `json:"error,omitempty"`
+}
+
+type errorField struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (a *api) publishBatch(w http.ResponseWriter, r *http.Request) {
+	limit := max(1<<20, 16*a.maxMessageSize)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		transport.WriteError(w, bodyError(err, limit))
+		return
+	}
+	var req struct {
+		Messages []batchMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		transport.WriteError(w, transport.BadRequest("bad_json", fmt.Errorf(`body must be {"messages":[…]}: %w`, err)))
+		return
+	}
+	if len(req.Messages) == 0 || len(req.Messages) > maxBatch {
+		transport.WriteError(w, transport.BadRequest("bad_batch", fmt.Errorf("a batch holds 1 to %d messages", maxBatch)))
+		return
+	}
+	pubs := make([]hub.Publication, len(req.Messages))
+	results := make([]batchResult, len(req.Messages))
+	for i, m := range req.Messages {
+		p, err := a.batchPublication(m)
+		if err != nil {
+			results[i].Error = errorFieldOf(err)
+			pubs[i] = hub.Publication{Channel: ""} // fails validation in the hub; the result above stands
+			continue
+		}
+		pubs[i] = p
+	}
+	res, err := a.hub.Publish(r.Context(), pubs)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	for i, r := range res {
+		if results[i].Error != nil {
+			continue
+		}
+		if r.Err != nil {
+			results[i].Error = errorFieldOf(r.Err)
+			continue
+		}
+		p := publishedOf(r.Message)
+		results[i].published = &p
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": results})
+}
+
+func (a *api) batchPublication(m batchMessage) (hub.Publication, error) {
+	if len(m.Data) == 0 {
+		return hub.Publication{}, transport.BadRequest("bad_message", errors.New(`message needs "data"`))
+	}
+	p := hub.Publication{Channel: m.Channel, Event: m.Event, IdempotencyKey: m.IdempotencyKey,
+		ContentType: "application/json", Data: m.Data, TTL: time.Duration(m.TTL) * time.Second}
+	if m.ContentType != "" && hub.DataKind(m.ContentType, []byte(`{}`)) != hub.DataJSON {
+		var s string
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			return p, transport.BadRequest("bad_message", errors.New(`with a non-JSON content_type, "data" must be a string`))
+		}
+		p.ContentType, p.Data = m.ContentType, []byte(s)
+		if m.Encoding == "base64" {
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return p, transport.BadRequest("bad_message", fmt.Errorf("data is not base64: %w", err))
+			}
+			p.Data = b
+		}
+	} else if m.ContentType != "" {
+		p.ContentType = m.ContentType
+	}
+	if len(p.Data) > a.maxMessageSize {
+		return p, transport.Errorf(http.StatusRequestEntityTooLarge, "message_too_large",
+			fmt.Sprintf("data is larger than %d bytes", a.maxMessageSize))
+	}
+	return p, nil
+}
+
+func errorFieldOf(err error) *errorField {
+	e := transport.AsError(err)
+	return &errorField{Code: e.Code, Message: e.Message}
+}
+
+func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	name, err := channelParam(r)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	limit := defaultHistory
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxHistoryLimit {
+			transport.WriteError(w, transport.BadRequest("invalid_limit", fmt.Errorf("limit must be 1 to %d", maxHistoryLimit)))
+			return
+		}
+		limit = n
+	}
+	var since *channel.Position
+	if s := q.Get("since"); s != "" {
+		p, err := channel.ParsePosition(s)
+		if err != nil {
+			transport.WriteError(w, transport.BadRequest("invalid_position", err))
+			return
+		}
+		since = &p
+	}
+	h, err := a.hub.History(r.Context(), name, since, limit)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	msgs := make([]json.RawMessage, len(h.Messages))
+	for i := range h.Messages {
+		msgs[i] = hub.NewFrame(h.Messages[i]).SingleEnvelope()
+	}
+	out := map[string]any{"messages": msgs, "epoch": h.Epoch, "offset": h.Offset}
+	if h.Gap {
+		out["gap"] = true
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) clear(w http.ResponseWriter, r *http.Request) {
+	name, err := channelParam(r)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	st, err := a.hub.Clear(r.Context(), name)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "epoch": st.Epoch, "offset": st.Offset})
+}
+
+func (a *api) info(w http.ResponseWriter, r *http.Request) {
+	name, err := channelParam(r)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	info, err := a.hub.Info(r.Context(), name)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (a *api) presence(w http.ResponseWriter, r *http.Request) {
+	name, err := channelParam(r)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	clients, err := a.hub.Presence(r.Context(), name)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"clients": clients})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,179 @@
+// Package server assembles a Crier node: the store, the hub, the connection layer, every
+// registered transport, the HTTP API, health and metrics, and the drain on shutdown.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/crier-push/crier/internal/config"
+	"github.com/crier-push/crier/internal/conn"
+	"github.com/crier-push/crier/internal/hub"
+	"github.com/crier-push/crier/internal/metrics"
+	"github.com/crier-push/crier/internal/transport"
+	"github.com/crier-push/crier/internal/transport/sse"
+	"github.com/crier-push/crier/internal/transport/ws"
+)
+
+// Transports lists every push transport a node serves.
+var Transports = []transport.Transport{sse.Transport, ws.Transport}
+
+// Server is one Crier node.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	store   hub.Store
+	hub     *hub.Hub
+	conns   *conn.Server
+	metrics *metrics.Metrics
+	http    *http.Server
+	drain   chan struct{}
+}
+
+// New builds a node from cfg without listening yet.
+func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
+	st, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: logger, store: st, drain: make(chan struct{})}
+	conns, err := conn.NewServer(conn.Config{
+		Limits:      conn.Limits{QueueItems: cfg.QueueSize, QueueBytes: cfg.QueueBytes},
+		Heartbeat:   cfg.Heartbeat,
+		MaxLifetime: cfg.MaxLifetime,
+		Logger:      logger,
+	})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	s.conns = conns
+	s.metrics = metrics.New(func() float64 { return float64(conns.SlowDisconnects()) },
+		func() float64 { return float64(s.hub.Channels()) })
+	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
+		Observer: s.metrics, Logger: logger})
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Hub returns the node's hub.
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	env := &transport.Env{Hub: s.hub, Conns: s.conns, Formats: &hub.Formats{}, Logger: s.log,
+		Observer: s.metrics, MaxChannels: s.cfg.MaxSubscriptions, MaxMessageSize: s.cfg.MaxMessageSize,
+		SSERetry: s.cfg.SSERetry, SubscribeTimeout: 30 * time.Second}
+	for _, t := range Transports {
+		mux.Handle(t.Pattern, t.New(env))
+	}
+	(&api{hub: s.hub, maxMessageSize: s.cfg.MaxMessageSize}).register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	return jsonErrors(mux)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.drain:
+		transport.WriteError(w, transport.Errorf(http.StatusServiceUnavailable, "draining", "server is shutting down"))
+		return
+	default:
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// jsonErrors answers requests no route takes (404, 405) with the API's JSON errors.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			// Through the mux, not h: only the mux fills r.PathValue.
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		switch rec.status {
+		case http.StatusMethodNotAllowed:
+			transport.WriteError(w, transport.Errorf(rec.status, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path))
+		case http.StatusNotFound, 0:
+			transport.WriteError(w, transport.Errorf(http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path))
+		default:
+			transport.WriteError(w, transport.Errorf(rec.status, "bad_request", http.StatusText(rec.status)))
+		}
+	})
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
+
+// Serve serves on ln until ctx ends, then drains: readiness fails, subscribers are told to
+// reconnect, in-flight requests finish, connections close, the store closes.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(ln) }()
+	s.log.Info("crier listening", "addr", ln.Addr().String(), "memory", s.cfg.Memory, "data_dir", s.cfg.DataDir)
+	select {
+	case err := <-errc:
+		s.shutdown()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("draining")
+	close(s.drain)
+	s.hub.Drain(time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("http shutdown", "err", err)
+	}
+	s.conns.CloseAll(sctx, conn.ReasonDrain)
+	s.shutdown()
+	s.log.Info("stopped")
+	return nil
+}
+
+func (s *Server) shutdown() {
+	s.conns.Shutdown()
+	if err := s.store.Close(); err != nil {
+		s.log.Error("close store", "err", err)
+	}
+}
+
+// Run listens on cfg.Listen and serves until ctx ends.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	s, err := New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		s.shutdown()
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
