@@ -104,11 +104,17 @@ func serve(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckSupported(); err != nil {
+		return err
+	}
 	if err := cfg.CheckListen(); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
 	logger.Info("starting", "version", versionString(), "listen", cfg.Listen)
+	if !cfg.AuthConfigured() {
+		logger.Warn("no auth configured: anyone who can reach " + cfg.Listen + " may publish and subscribe to every channel")
+	}
 	if err := server.Run(ctx, cfg, logger); err != nil {
 		logger.Error("server stopped", "err", err)
 		return err

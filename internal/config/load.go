@@ -437,6 +437,26 @@ func (c Config) AuthConfigured() bool {
 	return c.JWTSecret != "" || len(c.APIKeys) > 0
 }
 
+// CheckSupported refuses settings whose feature this build does not have yet. Accepting
+// --jwt-secret without enforcing it would leave a server open that its operator believes is
+// closed, so these fail loudly instead of being ignored.
+func (c Config) CheckSupported() error {
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{
+		{c.Broker != "", "--broker"},
+		{c.Upstream != "", "--upstream"},
+		{c.JWTSecret != "", "--jwt-secret"},
+		{len(c.APIKeys) > 0, "--api-key"},
+	} {
+		if f.set {
+			return fmt.Errorf("%s is not supported by this version of crier yet", f.flag)
+		}
+	}
+	return nil
+}
+
 // CheckListen refuses an open server on a reachable address: without auth anyone who can reach
 // --listen may publish and subscribe to everything, so that needs a loopback address or an
 // explicit --insecure.

@@ -236,3 +236,23 @@ func TestCheckListen(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestCheckSupportedRefusesMissingFeatures(t *testing.T) {
+	for _, args := range [][]string{
+		{"--broker", "redis://127.0.0.1:6379"},
+		{"--upstream", "http://127.0.0.1:9000"},
+		{"--jwt-secret", "s3cret"},
+		{"--api-key", "k1"},
+	} {
+		cfg, err := Load(args, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("Load(%v): %v", args, err)
+		}
+		if err := cfg.CheckSupported(); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("CheckSupported with %v = %v, want an error naming %s", args, err, args[0])
+		}
+	}
+	if err := Default().CheckSupported(); err != nil {
+		t.Errorf("default config refused: %v", err)
+	}
+}
