@@ -4,6 +4,7 @@
 //	crier pub [flags] CHANNEL [DATA]      publish DATA, or stdin, on CHANNEL
 //	crier sub [flags] CHANNEL...          print envelopes as JSON lines, reconnecting as needed
 //	crier bench [flags]                   load-test a server
+//	crier token [flags]                   mint a JWT signed with the server's secret
 //	crier version                         print the version
 package main
 
@@ -34,6 +35,7 @@ const usage = `Usage:
   crier pub [flags] CHANNEL [DATA]   publish DATA (or stdin) on CHANNEL
   crier sub [flags] CHANNEL...       print each envelope as a JSON line; --cursor resumes
   crier bench [flags]                load-test a server
+  crier token [flags]                mint a JWT signed with the server's --jwt-secret
   crier version                      print the version
 
 Run "crier COMMAND -h" for a command's flags.
@@ -74,6 +76,8 @@ func run(ctx context.Context, args []string, e env) int {
 		err = sub(ctx, args, e)
 	case "bench":
 		err = bench.Main(ctx, args, e.stdout)
+	case "token":
+		err = token(args, e)
 	case "version":
 		_, err = fmt.Fprintln(e.stdout, "crier", versionString())
 	case "help":
