@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/crier-push/crier/internal/hub"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,11 @@ func (it *Item) size() int {
 	}
 	return len(it.Raw)
 }
+
+// keepSlots is the largest queue array a connection keeps between flushes: what fits the
+// allocator's 1 KiB size class (append rounds 16 slots up to 18), so that bursts of up to that
+// many items queue and flush without allocating, and an idle connection holds at most 1 KiB.
+const keepSlots = 1024 / int(unsafe.Sizeof(Item{}))
 
 // Protocol is what a transport plugs into a connection. Render, Heartbeat and Goodbye run on a
 // writer goroutine, never two at once for one connection; Read runs on the poller goroutine.
@@ -63,11 +69,19 @@ var (
 	ReasonStuck    = Reason{Code: "write_timeout", Message: "peer stopped reading", WSCode: 1008}
 )
 
-// Limits bound one connection's queue.
+// Limits bound one connection's queue: the items waiting to be written, and their bytes.
+//
+// They apply while the peer is behind, that is while the socket refuses bytes: a connection
+// whose queue then passes either closes with ReasonSlow. While the socket takes everything, a
+// burst may queue up to BurstFactor times as much, so that a subscriber resuming from its cursor
+// can take its catch-up (queued all at once) without being cut off for it, and resume again.
 type Limits struct {
 	QueueItems int
 	QueueBytes int
 }
+
+// BurstFactor bounds a queue whatever the socket does: BurstFactor times Limits.
+const BurstFactor = 16
 
 // Conn is one long-lived connection.
 type Conn struct {
@@ -76,17 +90,26 @@ type Conn struct {
 	server   *Server
 	proto    Protocol
 	worker   *worker
-	idx      int // in server.conns
+	idx      int // in server.conns, once started
 	created  time.Time
 	deadline int64 // unix nanoseconds of the maximum lifetime; 0: none
+
+	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
+	// holds it for reading, and the close for writing, so that no syscall ever reaches a
+	// descriptor number the kernel has handed to another connection meanwhile.
+	fdMu     sync.RWMutex
+	fdClosed bool
 
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
+	started    bool   // Start has registered it; nothing is written before
 	scheduled  bool   // on a worker's ready list
 	unwritten  []byte // bytes the socket refused; the socket owes an EPOLLOUT
-	stuckSince int64  // when unwritten appeared
+	writable   bool   // an EPOLLOUT came since the last write began
+	stuckSince int64  // when the socket last refused bytes without taking any since
 	closing    bool   // no more items; close once written
+	final      bool   // the goodbye is rendered: close once unwritten is written
 	reason     Reason
 	closed     bool
 
@@ -109,7 +132,12 @@ func (c *Conn) Enqueue(it Item) {
 		return
 	}
 	c.queueBytes += it.size()
-	if len(c.queue) >= c.server.limits.QueueItems || c.queueBytes > c.server.limits.QueueBytes {
+	lim := &c.server.limits
+	f := 1
+	if len(c.unwritten) == 0 {
+		f = BurstFactor // the peer takes all it is sent: the writer is just behind
+	}
+	if len(c.queue) >= f*lim.QueueItems || c.queueBytes > f*lim.QueueBytes {
 		// A slow subscriber: drop what waits, say why, and close. It resumes from its cursor.
 		clear(c.queue)
 		c.queue = c.queue[:0]
@@ -125,10 +153,18 @@ func (c *Conn) Enqueue(it Item) {
 	c.mu.Unlock()
 }
 
-// scheduleLocked puts the connection on its worker's ready list unless it is there already or
-// waiting for the socket to drain. Caller holds c.mu.
+// scheduleLocked puts the connection on its worker's ready list unless it is there already,
+// not started, or waiting for the socket to drain. Caller holds c.mu.
 func (c *Conn) scheduleLocked() {
-	if c.scheduled || c.closed || (len(c.unwritten) > 0 && !c.closing) {
+	if len(c.unwritten) > 0 && !c.closing {
+		return // EPOLLOUT will schedule it
+	}
+	c.pushLocked()
+}
+
+// pushLocked puts the connection on its worker's ready list. Caller holds c.mu.
+func (c *Conn) pushLocked() {
+	if c.scheduled || c.closed || !c.started {
 		return
 	}
 	c.scheduled = true
@@ -149,7 +185,7 @@ func (c *Conn) Close(reason Reason) {
 func (c *Conn) Age() time.Duration { return time.Since(c.created) }
 
 // flush runs on a worker: it writes what the socket still owes, then renders and writes the
-// queue in as few syscalls as the socket allows.
+// queue in one syscall when the socket takes it all.
 func (c *Conn) flush(buf *[]byte) {
 	c.mu.Lock()
 	c.scheduled = false
@@ -159,85 +195,106 @@ func (c *Conn) flush(buf *[]byte) {
 	}
 	if len(c.unwritten) > 0 {
 		pending := c.unwritten
+		c.writable = false
 		c.mu.Unlock()
 		n, err := c.write(pending)
-		c.mu.Lock()
 		if err != nil {
-			c.mu.Unlock()
 			c.server.finish(c, ReasonIO)
 			return
 		}
-		if n < len(pending) {
-			c.unwritten = pending[n:]
-			force := c.closing
+		c.mu.Lock()
+		if c.closed {
 			c.mu.Unlock()
-			if force {
-				c.server.finish(c, c.reason)
+			return
+		}
+		if n < len(pending) {
+			giveUp := c.blockedLocked(pending[n:], n > 0)
+			reason := c.reason
+			c.mu.Unlock()
+			if giveUp {
+				c.server.finish(c, reason)
 			}
 			return
 		}
 		c.unwritten, c.stuckSince = nil, 0
+		if c.final {
+			reason := c.reason
+			c.mu.Unlock()
+			c.server.finish(c, reason)
+			return
+		}
 	}
 	items := c.queue
 	c.queue = c.queue[len(c.queue):] // the rest of the array stays for appends while we write
 	c.queueBytes = 0
-	closing, reason := c.closing, c.reason
+	closing := c.closing
 	c.mu.Unlock()
 
 	out := (*buf)[:0]
 	done := false
 	for i := range items {
-		var d bool
+		if done {
+			// The protocol asked to close after an earlier item: the client resumes from the
+			// cursor it has, so what follows is dropped.
+			items[i] = Item{}
+			continue
+		}
 		if items[i].Heartbeat {
 			out = c.proto.Heartbeat(out)
 			continue
 		}
-		out, d = c.proto.Render(out, &items[i])
+		out, done = c.proto.Render(out, &items[i])
 		items[i] = Item{}
-		if d {
-			done = true
-		}
 	}
-	if closing && reason != ReasonPeer {
-		out = c.proto.Goodbye(out, reason)
-	}
-	*buf = out
+
 	c.mu.Lock()
 	// Reclaim the queue's array when nothing was appended meanwhile, and drop it when large, so
 	// that an idle connection keeps no more than a few slots.
-	if len(c.queue) == 0 {
-		if cap(items) <= 16 {
+	if len(c.queue) == 0 && !c.closed {
+		if cap(items) <= keepSlots {
 			c.queue = items[:0]
 		} else {
 			c.queue = nil
 		}
 	}
+	if done && !c.closing {
+		c.closing, c.reason = true, ReasonDrain
+	}
+	closing = closing || done
+	reason := c.reason
+	if closing {
+		c.final = true
+	}
+	c.writable = false
 	c.mu.Unlock()
+	if closing && reason != ReasonPeer {
+		out = c.proto.Goodbye(out, reason)
+	}
+	*buf = out
+
 	if len(out) > 0 {
 		n, err := c.write(out)
 		if err != nil {
 			c.server.finish(c, ReasonIO)
 			return
 		}
-		c.lastWrite.Store(time.Now().UnixNano())
 		if n < len(out) {
 			c.mu.Lock()
-			c.unwritten = append([]byte(nil), out[n:]...)
-			c.stuckSince = time.Now().UnixNano()
-			c.mu.Unlock()
-			if !closing && !done {
-				return // EPOLLOUT will schedule us again
+			if c.closed {
+				c.mu.Unlock()
+				return
 			}
+			giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
+			reason := c.reason
+			c.mu.Unlock()
+			if giveUp {
+				c.server.finish(c, reason)
+			}
+			return // EPOLLOUT will schedule it again
 		}
 	}
-	if done && !closing {
-		c.mu.Lock()
-		c.closing, c.reason = true, ReasonDrain
-		c.mu.Unlock()
-		closing = true
-	}
 	if closing {
-		c.server.finish(c, c.reason)
+		c.server.finish(c, reason)
 		return
 	}
 	c.mu.Lock()
@@ -247,8 +304,34 @@ func (c *Conn) flush(buf *[]byte) {
 	c.mu.Unlock()
 }
 
+// blockedLocked keeps rest, which the socket refused, for EPOLLOUT. progressed says whether
+// the socket took bytes since the last refusal. It reports whether to close now instead: a
+// connection closing for falling behind or not reading does not wait to say goodbye.
+// Caller holds c.mu.
+func (c *Conn) blockedLocked(rest []byte, progressed bool) bool {
+	c.unwritten = rest
+	if progressed || c.stuckSince == 0 {
+		c.stuckSince = time.Now().UnixNano()
+	}
+	if c.closing && (c.reason == ReasonSlow || c.reason == ReasonStuck) {
+		return true
+	}
+	if c.writable {
+		// The socket drained between the write and now: the poller saw no bytes waiting, and
+		// with edge-triggered epoll that EPOLLOUT will not come again.
+		c.writable = false
+		c.pushLocked()
+	}
+	return false
+}
+
 // write writes b to the socket without blocking; it returns how much the socket took.
 func (c *Conn) write(b []byte) (int, error) {
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	if c.fdClosed {
+		return 0, errFDClosed
+	}
 	n := 0
 	for n < len(b) {
 		m, err := unix.Write(c.fd, b[n:])
@@ -264,5 +347,13 @@ func (c *Conn) write(b []byte) (int, error) {
 			return n, err
 		}
 	}
+	if n > 0 {
+		c.lastWrite.Store(time.Now().UnixNano())
+		if hook := c.server.onWrite; hook != nil {
+			hook(c, b[:n])
+		}
+	}
 	return n, nil
 }
+
+var errFDClosed = errors.New("connection closed")

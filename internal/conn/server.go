@@ -41,8 +41,16 @@ type Server struct {
 	metrics struct {
 		open, slow atomic.Int64
 	}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	// closeAll, once set, is the reason every connection closes for, those started later too.
+	closeAll atomic.Pointer[Reason]
+	wakefd   int // an eventfd in the epoll set that wakes the poller to stop
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	polled   chan struct{} // closed when the poller returns
+
+	// onWrite, when set (by tests), sees every write that the socket took bytes of.
+	onWrite func(c *Conn, b []byte)
 }
 
 // NewServer starts the poller, the writers and the timer.
@@ -66,8 +74,20 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits, epfd: epfd, log: cfg.Logger, byFD: make(map[int]*Conn),
-		stop: make(chan struct{})}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	// Connections' events carry their generation, from 1 up; the eventfd's carries 0.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		_ = unix.Close(wakefd)
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	s := &Server{cfg: cfg, limits: cfg.Limits, epfd: epfd, wakefd: wakefd, log: cfg.Logger,
+		byFD: make(map[int]*Conn), stop: make(chan struct{}), polled: make(chan struct{})}
 	for range cfg.Workers {
 		w := &worker{wake: make(chan struct{}, 1)}
 		s.workers = append(s.workers, w)
@@ -76,7 +96,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.timer() }()
-	go s.poll() // ends when epfd is closed
+	go func() { defer close(s.polled); s.poll() }()
 	return s, nil
 }
 
@@ -122,37 +142,75 @@ func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
 	return c, nil
 }
 
-// Start registers c with the poller: from now on its peer's bytes and hang-ups are seen.
-// buffered is handed to the protocol first.
+// Start registers c with the poller: from now on its peer's bytes and hang-ups are seen, and
+// what was queued is written. buffered is handed to the protocol first. When registering
+// fails, the connection is finished (Closed has run) and the error returned; should the
+// connection close while Start runs, Start returns nil and Closed has run too.
 func (s *Server) Start(c *Conn, buffered []byte) error {
+	c.mu.Lock()
+	if c.started || c.closed {
+		c.mu.Unlock()
+		return errors.New("conn: Start of a connection started or discarded already")
+	}
 	s.mu.Lock()
 	s.gen++
+	if s.gen <= 0 { // wrapped: 0 is the eventfd's
+		s.gen = 1
+	}
 	c.gen = s.gen
 	c.idx = len(s.conns)
 	s.conns = append(s.conns, c)
 	s.byFD[c.fd] = c
 	s.mu.Unlock()
 	s.metrics.open.Add(1)
+	c.started = true
+	if len(c.queue) > 0 || c.closing {
+		c.scheduleLocked()
+	}
+	c.mu.Unlock()
+	if r := s.closeAll.Load(); r != nil {
+		c.Close(*r)
+	}
 	if len(buffered) > 0 {
 		if err := c.proto.Read(c, buffered); err != nil {
 			c.Close(readReason(err))
 		}
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd), Pad: c.gen}
-	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	c.fdMu.RLock()
+	if c.fdClosed {
+		// It closed already (a write failed): fd may be another connection's by now.
+		c.fdMu.RUnlock()
+		return nil
+	}
+	err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	c.fdMu.RUnlock()
+	if err != nil {
 		s.finish(c, ReasonIO)
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
 }
 
-// Discard closes a connection that was taken but never started.
-func (s *Server) Discard(c *Conn) { _ = unix.Close(c.fd) }
+// Discard closes a connection that was taken but never started, without calling Closed. It
+// does nothing to a started connection.
+func (s *Server) Discard(c *Conn) {
+	c.mu.Lock()
+	if c.started || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.closing = true, true
+	c.queue = nil
+	c.mu.Unlock()
+	c.closeFD()
+}
 
-// finish closes the socket once and tells the protocol.
+// finish closes the socket once and tells the protocol. It may run on any goroutine, but not
+// while that goroutine holds c.mu or c.fdMu.
 func (s *Server) finish(c *Conn, reason Reason) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || !c.started {
 		c.mu.Unlock()
 		return
 	}
@@ -171,9 +229,19 @@ func (s *Server) finish(c *Conn, reason Reason) {
 	delete(s.byFD, c.fd)
 	s.mu.Unlock()
 	// Closing the only descriptor of the socket also removes it from the epoll set.
-	_ = unix.Close(c.fd)
+	c.closeFD()
 	s.metrics.open.Add(-1)
 	c.proto.Closed(c, reason)
+}
+
+// closeFD closes the descriptor once no syscall is using it.
+func (c *Conn) closeFD() {
+	c.fdMu.Lock()
+	if !c.fdClosed {
+		c.fdClosed = true
+		_ = unix.Close(c.fd)
+	}
+	c.fdMu.Unlock()
 }
 
 // poll waits for socket events and hands them out: bytes and hang-ups to the protocol,
@@ -187,10 +255,14 @@ func (s *Server) poll() {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return // epfd closed
+			s.log.Error("epoll_wait", "err", err)
+			return
 		}
 		for i := range n {
 			ev := &events[i]
+			if ev.Pad == 0 && int(ev.Fd) == s.wakefd {
+				return // Shutdown
+			}
 			s.mu.Lock()
 			c := s.byFD[int(ev.Fd)]
 			s.mu.Unlock()
@@ -209,9 +281,9 @@ func (s *Server) poll() {
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {
 				c.mu.Lock()
-				if len(c.unwritten) > 0 && !c.scheduled {
-					c.scheduled = true
-					c.worker.push(c)
+				c.writable = true
+				if len(c.unwritten) > 0 {
+					c.pushLocked()
 				}
 				c.mu.Unlock()
 			}
@@ -229,7 +301,13 @@ var errFlood = errors.New("peer sends faster than it may")
 func (s *Server) readAll(c *Conn, buf []byte) (Reason, bool) {
 	total := 0
 	for {
+		c.fdMu.RLock()
+		if c.fdClosed {
+			c.fdMu.RUnlock()
+			return Reason{}, false
+		}
 		n, err := unix.Read(c.fd, buf)
+		c.fdMu.RUnlock()
 		if n > 0 {
 			total += n
 			if rerr := c.proto.Read(c, buf[:n]); rerr != nil {
@@ -270,9 +348,12 @@ func readReason(err error) Reason {
 // timer sends heartbeats to idle connections, ends those past their lifetime and those whose
 // peer stopped reading.
 func (s *Server) timer() {
+	// A quarter of the shortest period it watches: each is honoured within a quarter of itself.
 	tick := time.Second
-	if hb := s.cfg.Heartbeat; hb > 0 && hb/4 < tick {
-		tick = max(hb/4, 10*time.Millisecond)
+	for _, d := range [...]time.Duration{s.cfg.Heartbeat, s.cfg.MaxLifetime, s.cfg.WriteTimeout} {
+		if d > 0 && d/4 < tick {
+			tick = max(d/4, 10*time.Millisecond)
+		}
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -305,37 +386,60 @@ func (s *Server) sweep(conns []*Conn, now int64) {
 			continue
 		}
 		c.mu.Lock()
-		isStuck := c.stuckSince != 0 && now-c.stuckSince > stuck
+		isStuck := c.stuckSince != 0 && now-c.stuckSince >= stuck
+		// Heartbeats only keep an idle connection open: one with bytes waiting is not idle.
+		idle := len(c.queue) == 0 && len(c.unwritten) == 0 && !c.closing
 		c.mu.Unlock()
 		if isStuck {
 			s.finish(c, ReasonStuck)
 			continue
 		}
-		if hb > 0 && now-c.lastWrite.Load() >= hb {
+		if hb > 0 && idle && now-c.lastWrite.Load() >= hb {
 			c.lastWrite.Store(now) // one heartbeat per interval even if this one waits
 			c.Enqueue(Item{Heartbeat: true})
 		}
 	}
 }
 
-// CloseAll closes every connection with reason and waits up to ctx for them to finish.
+// CloseAll closes every connection with reason, and those started from now on, and waits up to
+// ctx for their goodbyes to be written; it then closes those left.
 func (s *Server) CloseAll(ctx context.Context, reason Reason) {
+	s.closeAll.CompareAndSwap(nil, &reason)
 	for _, c := range s.snapshot(nil) {
 		c.Close(reason)
 	}
-	for s.Open() > 0 && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, c := range s.snapshot(nil) {
-		s.finish(c, reason)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.Open() > 0 {
+		select {
+		case <-ctx.Done():
+			for _, c := range s.snapshot(nil) {
+				s.finish(c, reason)
+			}
+			return
+		case <-t.C:
+		}
 	}
 }
 
-// Shutdown stops the poller and the writers. Call after CloseAll.
+// Shutdown closes the connections left, without goodbye, and stops the poller, the writers and
+// the timer. Call after CloseAll. Safe to call more than once.
 func (s *Server) Shutdown() {
-	close(s.stop)
-	s.wg.Wait()
-	_ = unix.Close(s.epfd)
+	s.stopOnce.Do(func() {
+		r := ReasonDrain
+		s.closeAll.CompareAndSwap(nil, &r)
+		for _, c := range s.snapshot(nil) {
+			s.finish(c, *s.closeAll.Load())
+		}
+		close(s.stop)
+		s.wg.Wait()
+		var one [8]byte
+		one[0] = 1 // native endian on the machines epoll runs on; any non-zero value wakes
+		_, _ = unix.Write(s.wakefd, one[:])
+		<-s.polled
+		_ = unix.Close(s.wakefd)
+		_ = unix.Close(s.epfd)
+	})
 }
 
 // worker writes the connections on its ready list.
