@@ -13,14 +13,18 @@ type Tracker struct {
 
 // Update moves the frame's channel to the frame's position.
 func (t *Tracker) Update(f *hub.Frame) {
-	m := &f.Msg
+	t.Set(f.Msg.Channel, channel.Position{Epoch: f.Msg.Epoch, Offset: f.Msg.Offset})
+}
+
+// Set puts a channel at pos, adding it when new.
+func (t *Tracker) Set(name string, pos channel.Position) {
 	for i := range t.entries {
-		if t.entries[i].Channel == m.Channel {
-			t.entries[i].Position = channel.Position{Epoch: m.Epoch, Offset: m.Offset}
+		if t.entries[i].Channel == name {
+			t.entries[i].Position = pos
 			return
 		}
 	}
-	t.entries = append(t.entries, channel.Entry{Channel: m.Channel, Position: channel.Position{Epoch: m.Epoch, Offset: m.Offset}})
+	t.entries = append(t.entries, channel.Entry{Channel: name, Position: pos})
 }
 
 // Single reports whether the cursor names one channel, so that frames' shared encodings apply.

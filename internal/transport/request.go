@@ -15,16 +15,19 @@ type Target struct {
 }
 
 // SubscribeParams parses the parameters every subscribe endpoint takes: channel= (repeatable),
-// cursor= (or lastEventID, SSE's Last-Event-ID), and since= with one channel.
+// cursor=, and since= with one channel. lastEventID, SSE's Last-Event-ID, is a cursor that
+// takes the place of both cursor= and since=: EventSource reconnects to the very URL it was
+// given, so its cursor= or since= is where the first connection started, while Last-Event-ID is
+// where the last one ended.
 func SubscribeParams(q url.Values, lastEventID string, maxChannels int) ([]Target, error) {
 	names := q["channel"]
 	cursorText := q.Get("cursor")
-	if cursorText == "" {
-		cursorText = lastEventID
-	}
 	sinceText := q.Get("since")
 	if cursorText != "" && sinceText != "" {
 		return nil, BadRequest("bad_request", fmt.Errorf("give cursor or since, not both"))
+	}
+	if lastEventID != "" {
+		cursorText, sinceText = lastEventID, ""
 	}
 	var targets []Target
 	seen := make(map[string]bool, len(names))
@@ -74,6 +77,8 @@ func SubscribeParams(q url.Values, lastEventID string, maxChannels int) ([]Targe
 		}
 	}
 	if maxChannels > 0 && len(targets) > maxChannels {
+		// 400, not 403: the request asks for more than any client may, whoever it is; the
+		// acceptance criteria of the HTTP transports name 400 for this case.
 		return nil, Errorf(http.StatusBadRequest, "too_many_channels",
 			fmt.Sprintf("at most %d channels per connection", maxChannels))
 	}

@@ -3,6 +3,7 @@
 package sse
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strconv"
@@ -41,6 +42,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &stream{h: h}
 	st.subs.Observer = h.env.Observer
+	// Channels resume one after the other, so the first channel's replay would otherwise carry
+	// ids that omit the later ones; a reconnect with such a Last-Event-ID (which replaces the
+	// URL's cursor) would drop them. Nothing is rendered yet: the tracker is still ours.
+	for _, t := range targets {
+		if t.Since != nil {
+			st.tracker.Set(t.Channel, *t.Since)
+		}
+	}
 	c, err := h.env.Conns.Take(nc, st)
 	if err != nil {
 		_ = nc.Close()
@@ -123,8 +132,35 @@ func appendEvent(dst []byte, f *hub.Frame, cursor []byte) []byte {
 		dst = append(dst, f.Msg.Event...)
 	}
 	dst = append(dst, "\ndata: "...)
+	start := len(dst)
 	dst = f.AppendEnvelope(dst, cursor)
+	if bytes.IndexByte(dst[start:], '\n') >= 0 || bytes.IndexByte(dst[start:], '\r') >= 0 {
+		dst = splitData(dst, start)
+	}
 	return append(dst, "\n\n"...)
+}
+
+// splitData turns the line breaks in dst[start:] into new data: lines. Only JSON published
+// with line breaks between its tokens has any; a raw one would end the data: line and corrupt
+// the stream. EventSource joins the lines with "\n", so the body arrives as published, except
+// that a CR, which SSE cannot carry, arrives as LF (JSON whitespace either way).
+func splitData(dst []byte, start int) []byte {
+	env := append([]byte(nil), dst[start:]...)
+	dst = dst[:start]
+	for i := 0; i < len(env); i++ {
+		switch c := env[i]; c {
+		case '\r':
+			if i+1 < len(env) && env[i+1] == '\n' {
+				i++
+			}
+			fallthrough
+		case '\n':
+			dst = append(dst, "\ndata: "...)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }
 
 func (s *stream) Heartbeat(dst []byte) []byte { return append(dst, ":\n\n"...) }

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 	"github.com/crier-push/crier/internal/transport"
 )
 
-// run carries out one command and queues its reply.
+// run carries out one command, valid as DecodeCommand made it, and queues its reply.
 func (s *session) run(cmd Command) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.h.env.SubscribeTimeout)
 	defer cancel()
@@ -31,64 +32,65 @@ func (s *session) run(cmd Command) {
 	case "presence":
 		err = s.presence(ctx, cmd)
 	case "auth", "ping":
-		s.reply(cmd.ID, nil)
+		s.reply(cmd.ID)
+	default:
+		err = badCommand("unknown op %q", truncate(cmd.Op, 32))
 	}
 	if err != nil {
 		s.c.Send(s.errorReply(cmd.ID, err))
 	}
 }
 
+func alreadySubscribed(name string) error {
+	return transport.Errorf(http.StatusConflict, "already_subscribed", "already subscribed to "+name)
+}
+
 func (s *session) subscribe(ctx context.Context, cmd Command) error {
-	if err := channel.CheckName(cmd.Channel); err != nil {
-		return transport.BadRequest("invalid_channel", err)
-	}
-	var since *channel.Position
-	if cmd.Since != "" {
-		p, err := channel.ParsePosition(cmd.Since)
-		if err != nil {
-			return transport.BadRequest("invalid_position", err)
-		}
-		since = &p
+	since, err := parseSince(cmd.Since)
+	if err != nil {
+		return err
 	}
 	if s.subs.Has(cmd.Channel) {
-		return transport.Errorf(http.StatusConflict, "already_subscribed", "already subscribed to "+cmd.Channel)
+		return alreadySubscribed(cmd.Channel)
 	}
 	if max := s.h.env.MaxChannels; max > 0 && s.subs.Len() >= max {
+		// As SubscribeParams answers the same limit on the query.
 		return transport.Errorf(http.StatusBadRequest, "too_many_channels", fmt.Sprintf("at most %d channels per connection", max))
 	}
-	if len(cmd.ID) > 0 {
-		s.replyMu.Lock()
-		s.pendingReply[cmd.Channel] = cmd.ID
-		s.replyMu.Unlock()
-	}
-	ok, err := s.subs.Subscribe(ctx, s.h.env.Hub, hub.SubscribeRequest{Channel: cmd.Channel, Since: since, Sink: s.c, Client: s.client})
-	if err != nil || !ok {
-		s.replyMu.Lock()
-		delete(s.pendingReply, cmd.Channel)
-		s.replyMu.Unlock()
-	}
+	// The reply is the subscription's start frame, rendered: it follows whatever was queued
+	// before and precedes the subscription's first message.
+	k := &sink{s: s, reply: true, id: cmd.ID}
+	ok, err := s.subs.Subscribe(ctx, s.h.env.Hub, hub.SubscribeRequest{Channel: cmd.Channel, Since: since, Sink: k, Client: s.client})
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return transport.Errorf(http.StatusConflict, "already_subscribed", "already subscribed to "+cmd.Channel)
+		return alreadySubscribed(cmd.Channel)
 	}
 	return nil
+}
+
+func parseSince(text string) (*channel.Position, error) {
+	if text == "" {
+		return nil, nil
+	}
+	p, err := channel.ParsePosition(text)
+	if err != nil {
+		return nil, transport.BadRequest("invalid_position", err)
+	}
+	return &p, nil
 }
 
 func (s *session) unsubscribe(cmd Command) error {
 	if !s.subs.Unsubscribe(cmd.Channel) {
 		return transport.Errorf(http.StatusNotFound, "not_subscribed", "not subscribed to "+cmd.Channel)
 	}
-	b := s.replyBytes(cmd.ID, map[string]any{"channel": cmd.Channel})
+	b := replyBytes(cmd.ID, member{"channel", jsonValue(cmd.Channel)})
 	s.c.Enqueue(conn.Item{Raw: b, Note: unsubscribed(cmd.Channel)})
 	return nil
 }
 
 func (s *session) publish(ctx context.Context, cmd Command) error {
-	if len(cmd.Data) == 0 {
-		return transport.BadRequest("bad_command", fmt.Errorf(`publish needs "data"`))
-	}
 	if len(cmd.Data) > s.h.env.MaxMessageSize {
 		return transport.Errorf(http.StatusRequestEntityTooLarge, "message_too_large",
 			fmt.Sprintf("data is larger than %d bytes", s.h.env.MaxMessageSize))
@@ -102,37 +104,40 @@ func (s *session) publish(ctx context.Context, cmd Command) error {
 		return res[0].Err
 	}
 	m := res[0].Message
-	s.reply(cmd.ID, map[string]any{"channel": m.Channel, "offset": m.Offset, "epoch": m.Epoch,
-		"cursor": m.Channel + "@" + m.Position().String()})
+	s.reply(cmd.ID, member{"channel", jsonValue(m.Channel)}, member{"offset", jsonValue(m.Offset)},
+		member{"epoch", jsonValue(m.Epoch)}, member{"cursor", jsonValue(m.Channel + "@" + m.Position().String())})
 	return nil
 }
 
+// defaultHistoryLimit is the history op's limit when none is given, as over HTTP.
+const defaultHistoryLimit = 100
+
 func (s *session) history(ctx context.Context, cmd Command) error {
-	var since *channel.Position
-	if cmd.Since != "" {
-		p, err := channel.ParsePosition(cmd.Since)
-		if err != nil {
-			return transport.BadRequest("invalid_position", err)
-		}
-		since = &p
-	}
-	limit := cmd.Limit
-	if limit == 0 || limit > 1000 {
-		limit = 1000
-	}
-	h, err := s.h.env.Hub.History(ctx, cmd.Channel, since, limit)
+	since, err := parseSince(cmd.Since)
 	if err != nil {
 		return err
 	}
-	msgs := make([]json.RawMessage, len(h.Messages))
+	limit := cmd.Limit
+	if limit <= 0 {
+		limit = defaultHistoryLimit
+	}
+	h, err := s.h.env.Hub.History(ctx, cmd.Channel, since, min(limit, maxHistoryLim))
+	if err != nil {
+		return err
+	}
+	msgs := []byte{'['}
 	for i := range h.Messages {
-		msgs[i] = hub.NewFrame(h.Messages[i]).SingleEnvelope()
+		if i > 0 {
+			msgs = append(msgs, ',')
+		}
+		msgs = append(msgs, hub.NewFrame(h.Messages[i]).SingleEnvelope()...)
 	}
-	out := map[string]any{"messages": msgs, "epoch": h.Epoch, "offset": h.Offset}
+	msgs = append(msgs, ']')
+	results := []member{{"messages", msgs}, {"epoch", jsonValue(h.Epoch)}, {"offset", jsonValue(h.Offset)}}
 	if h.Gap {
-		out["gap"] = true
+		results = append(results, member{"gap", []byte("true")})
 	}
-	s.reply(cmd.ID, out)
+	s.reply(cmd.ID, results...)
 	return nil
 }
 
@@ -141,33 +146,68 @@ func (s *session) presence(ctx context.Context, cmd Command) error {
 	if err != nil {
 		return err
 	}
-	s.reply(cmd.ID, map[string]any{"clients": clients})
+	s.reply(cmd.ID, member{"clients", jsonValue(clients)})
 	return nil
 }
 
-// reply queues {"id":…,"ok":true, …fields}.
-func (s *session) reply(id json.RawMessage, fields map[string]any) {
-	s.c.Send(s.replyBytes(id, fields))
+// A reply is built by hand rather than with encoding/json, which would compact and HTML-escape
+// the raw JSON it holds: the id is echoed verbatim and a history's bodies go out as published.
+
+// member is one result beside id and ok: a name and its JSON value.
+type member struct {
+	name  string
+	value []byte
 }
 
-func (s *session) replyBytes(id json.RawMessage, fields map[string]any) []byte {
-	if fields == nil {
-		fields = map[string]any{}
+// jsonValue encodes v without HTML escaping.
+func jsonValue(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return []byte("null")
 	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// reply queues {"id":…,"ok":true, …results}.
+func (s *session) reply(id json.RawMessage, results ...member) {
+	s.c.Send(replyBytes(id, results...))
+}
+
+func replyBytes(id json.RawMessage, results ...member) []byte {
+	b := make([]byte, 0, 64)
+	b = append(b, '{')
 	if len(id) > 0 {
-		fields["id"] = id
+		b = append(b, `"id":`...)
+		b = append(b, id...)
+		b = append(b, ',')
 	}
-	fields["ok"] = true
-	b, _ := json.Marshal(fields)
-	return appendFrame(nil, ws.OpText, b)
+	b = append(b, `"ok":true`...)
+	for _, m := range results {
+		b = append(b, ',', '"')
+		b = append(b, m.name...)
+		b = append(b, '"', ':')
+		b = append(b, m.value...)
+	}
+	b = append(b, '}')
+	return appendFrame(make([]byte, 0, len(b)+ws.MaxHeaderSize), ws.OpText, b)
 }
 
+// errorReply is {"id":…,"ok":false,"error":{"code","message"}}.
 func (s *session) errorReply(id json.RawMessage, err error) []byte {
 	e := transport.AsError(err)
-	out := map[string]any{"ok": false, "error": map[string]string{"code": e.Code, "message": e.Message}}
+	b := make([]byte, 0, 64+len(e.Message))
+	b = append(b, '{')
 	if len(id) > 0 {
-		out["id"] = id
+		b = append(b, `"id":`...)
+		b = append(b, id...)
+		b = append(b, ',')
 	}
-	b, _ := json.Marshal(out)
+	b = append(b, `"ok":false,"error":{"code":`...)
+	b = append(b, jsonValue(e.Code)...)
+	b = append(b, `,"message":`...)
+	b = append(b, jsonValue(e.Message)...)
+	b = append(b, '}', '}')
 	return appendFrame(nil, ws.OpText, b)
 }

@@ -1,21 +1,48 @@
 // Package ws is the WebSocket transport (RFC 6455): GET /v1/ws, JSON text frames carrying the
-// commands of the contract, envelopes pushed as text frames, pings as heartbeats. The framing
-// comes from gobwas/ws; reading runs on the connection layer's poller, commands on a goroutine
-// that exists only while a connection has commands waiting.
+// commands of the contract, envelopes pushed as text frames, pings as heartbeats. Frame headers
+// are parsed and checked with gobwas/ws; reading runs on the connection layer's poller, commands
+// on a goroutine that exists only while a connection has commands waiting.
+//
+// Decisions where the contract is silent:
+//
+//   - The query's channel=, cursor= and since= are subscribed before the 101 is written, so a
+//     client that has the 101 receives every message published after it. A bad query or
+//     handshake is answered with the API's JSON error instead of upgrading. The 101 is the
+//     connection's first write, made by the connection layer once it owns the socket.
+//   - A command is one JSON object per text frame, with the fields of its op only, spelled
+//     exactly, each once; "since":"" means none. id is a number or a string of at most 64
+//     bytes, echoed verbatim. Errors: bad_command, invalid_channel, invalid_position,
+//     invalid_limit, invalid_event, and those of the HTTP API (already_subscribed,
+//     not_subscribed, too_many_channels, message_too_large, presence_disabled, draining).
+//     Commands are answered in the order they came, a command without id with a reply
+//     without id.
+//   - The subscribe reply is {"id","ok":true,"channel","epoch","offset","cursor"}: where the
+//     subscription starts and the connection's cursor with it. It is written in place of the
+//     subscription's start, so it precedes the subscription's first message.
+//   - history takes limit 1 to 1000, 100 when absent, as over HTTP.
+//   - Close codes: 1000 the client's close echoed (its code), or the maximum lifetime; 1001
+//     draining; 1002 protocol errors; 1003 a binary frame; 1007 text that is not UTF-8 (a
+//     fragmented message fails as soon as its bytes cannot become UTF-8); 1008 a slow client
+//     or too many commands waiting; 1009 a frame or message over the maximum message size
+//     plus 1 KiB for the command around it. The reason is "code: message" as in the API.
 package ws
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
-	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
 	"github.com/crier-push/crier/internal/transport"
@@ -25,9 +52,8 @@ import (
 var Transport = transport.Transport{Name: "ws", Pattern: "GET /v1/ws", New: newHandler}
 
 type handler struct {
-	env      *transport.Env
-	format   int // frame cache slot: a whole single-channel text frame
-	upgrader ws.HTTPUpgrader
+	env    *transport.Env
+	format int // frame cache slot: a whole single-channel text frame
 }
 
 func newHandler(env *transport.Env) http.Handler {
@@ -54,78 +80,188 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
-	if !isUpgrade(r) {
-		transport.WriteError(w, transport.Errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only"))
+	if err := checkHandshake(w, r); err != nil {
+		transport.WriteError(w, err)
 		return
 	}
-	nc, brw, _, err := h.upgrader.Upgrade(r, w)
-	if err != nil {
-		if nc != nil {
-			_ = nc.Close()
+	s := &session{h: h, client: hub.ClientInfo{Client: transport.NewClientID(), Transport: "ws"}}
+	s.subs.Observer = h.env.Observer
+	// The query's subscriptions are made before the handshake is answered, so that a client
+	// that has the 101 has them: a message published after it reaches the client. Until the
+	// connection is taken over, what they deliver waits in the session.
+	if len(targets) > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), h.env.SubscribeTimeout)
+		for _, t := range targets {
+			_, err = s.subs.Subscribe(ctx, h.env.Hub, hub.SubscribeRequest{Channel: t.Channel, Since: t.Since,
+				Sink: &sink{s: s}, Client: s.client})
+			if err != nil {
+				break
+			}
 		}
-		return // the upgrader answered the client
+		cancel()
+		if err != nil {
+			s.subs.Close()
+			transport.WriteError(w, err)
+			return
+		}
 	}
-	s := &session{h: h, client: hub.ClientInfo{Client: transport.NewClientID(), Transport: "ws"}, pendingReply: map[string]json.RawMessage{}}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.subs.Close()
+		transport.WriteError(w, transport.Errorf(http.StatusHTTPVersionNotSupported, "unsupported_protocol", "WebSocket needs HTTP/1.1 here"))
+		return
+	}
 	c, err := h.env.Conns.Take(nc, s)
 	if err != nil {
+		s.subs.Close()
 		_ = nc.Close()
 		h.env.Logger.Warn("ws: cannot take connection", "err", err)
 		return
 	}
-	s.c = c
-	s.subs.Observer = h.env.Observer
+	// The 101 is the connection's first write, by its writer, once it is started: a client
+	// that has it has a connection the server knows (a drain reaches it), with the query's
+	// subscriptions active.
+	s.accept = switchingProtocols(r.Header.Get("Sec-WebSocket-Key"))
 	h.env.Observer.Connected("ws", 1)
+	s.open(c)
 	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	if err := h.env.Conns.Start(c, buffered); err != nil {
-		return
-	}
-	for _, t := range targets {
-		s.enqueueCommand(Command{Op: "subscribe", Channel: t.Channel, Since: positionText(t.Since)})
-	}
+	_ = h.env.Conns.Start(c, buffered) // on error, Closed has run
 }
 
-func isUpgrade(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		if bytes.EqualFold([]byte(v), []byte("websocket")) {
+// switchingProtocols is the answer to a valid opening handshake (RFC 6455 section 4.2.2).
+func switchingProtocols(key string) []byte {
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	b := make([]byte, 0, 160)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = base64.StdEncoding.AppendEncode(b, sum[:])
+	return append(b, "\r\n\r\n"...)
+}
+
+// checkHandshake checks an opening handshake (RFC 6455 section 4.2.1), so that a bad one is
+// answered with the API's JSON error before anything is subscribed.
+func checkHandshake(w http.ResponseWriter, r *http.Request) error {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		return transport.Errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	}
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return transport.Errorf(http.StatusBadRequest, "bad_handshake", "WebSocket needs HTTP/1.1")
+	}
+	if c := r.Header.Get("Connection"); !hasToken(c, "upgrade") {
+		return transport.Errorf(http.StatusBadRequest, "bad_handshake", `"Connection: Upgrade" is missing`)
+	}
+	switch v := r.Header.Get("Sec-WebSocket-Version"); v {
+	case "13":
+	case "":
+		return transport.Errorf(http.StatusBadRequest, "bad_handshake", "Sec-WebSocket-Version is missing")
+	default:
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return transport.Errorf(http.StatusUpgradeRequired, "unsupported_version", "only WebSocket version 13 is spoken here")
+	}
+	if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
+		return transport.Errorf(http.StatusBadRequest, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	return nil
+}
+
+// hasToken reports whether the comma-separated list v holds token, in any case.
+func hasToken(v, token string) bool {
+	for part := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(part), token) {
 			return true
 		}
 	}
 	return false
 }
 
-func positionText(p *channel.Position) string {
-	if p == nil {
-		return ""
-	}
-	return p.String()
-}
-
 // session is one WebSocket connection.
 type session struct {
 	h      *handler
-	c      *conn.Conn
+	c      *conn.Conn // set by open
 	client hub.ClientInfo
 	subs   transport.Subs
+
+	// Until open, frames delivered to the query's subscriptions wait in held.
+	opened atomic.Bool
+	holdMu sync.Mutex
+	held   []conn.Item
 
 	// Poller-owned read state.
 	partial    []byte // bytes of an incomplete frame
 	message    []byte // a fragmented message being assembled
 	fragmented bool
 	msgOp      ws.OpCode
+	done       bool // a close frame came, or a read failed: what follows is ignored
 
 	// Commands wait here; one goroutine at a time runs them, in order.
 	cmdMu   sync.Mutex
-	cmds    []Command
+	cmds    []pending
 	running bool
 
-	// pendingReply holds subscribe ids until the subscription's start frame is rendered, so the
-	// reply precedes the subscription's messages.
-	replyMu      sync.Mutex
-	pendingReply map[string]json.RawMessage
-
 	// Writer-owned.
+	accept  []byte // the 101 answer, written before anything else
+	greeted bool   // accept is written
 	tracker transport.Tracker
 	scratch []byte
+}
+
+// pending is a command waiting to run, or the error to answer a frame that held none.
+type pending struct {
+	cmd Command
+	err error
+}
+
+// sink receives one subscription's frames. A subscribe command's reply is rendered in place of
+// the subscription's start frame, so that it precedes the subscription's first message.
+type sink struct {
+	s     *session
+	reply bool
+	id    json.RawMessage
+}
+
+func (k *sink) Deliver(f *hub.Frame) {
+	it := conn.Item{Frame: f}
+	if k.reply && f.Kind == hub.KindStart {
+		it.Note = subscribed{id: k.id}
+	}
+	k.s.deliver(it)
+}
+
+func (s *session) deliver(it conn.Item) {
+	if s.opened.Load() {
+		s.c.Enqueue(it)
+		return
+	}
+	s.holdMu.Lock()
+	if !s.opened.Load() {
+		s.held = append(s.held, it)
+		s.holdMu.Unlock()
+		return
+	}
+	s.holdMu.Unlock()
+	s.c.Enqueue(it)
+}
+
+// open hands what the session holds to c, and from then on everything.
+func (s *session) open(c *conn.Conn) {
+	s.holdMu.Lock()
+	s.c = c
+	// The query's subscriptions are all made: every envelope's cursor names each of their
+	// channels from the first one on, even while an earlier channel replays its history, so
+	// that a client resuming with any of them resumes them all. Nothing is rendered yet.
+	for i := range s.held {
+		if f := s.held[i].Frame; f != nil && f.Kind == hub.KindStart {
+			s.tracker.Update(f)
+		}
+	}
+	c.Enqueue(conn.Item{Note: greeting{}})
+	for i := range s.held {
+		c.Enqueue(s.held[i])
+	}
+	s.held = nil
+	s.opened.Store(true)
+	s.holdMu.Unlock()
 }
 
 func protocolErr(code uint16, c, msg string) error {
@@ -134,12 +270,24 @@ func protocolErr(code uint16, c, msg string) error {
 
 // Read parses frames from the peer (on the poller goroutine).
 func (s *session) Read(c *conn.Conn, data []byte) error {
+	if s.done {
+		return nil
+	}
+	if err := s.read(data); err != nil {
+		s.done, s.partial, s.message = true, nil, nil
+		return err
+	}
+	return nil
+}
+
+func (s *session) read(data []byte) error {
 	buf := data
 	if len(s.partial) > 0 {
 		s.partial = append(s.partial, data...)
 		buf = s.partial
 	}
-	for len(buf) > 0 {
+	maxFrame := int64(s.h.env.MaxMessageSize) + commandOverhead
+	for len(buf) > 0 && !s.done {
 		hdr, n, ok, err := parseHeader(buf)
 		if err != nil {
 			return protocolErr(closeProtocol, "protocol_error", err.Error())
@@ -154,7 +302,7 @@ func (s *session) Read(c *conn.Conn, data []byte) error {
 		if err := ws.CheckHeader(hdr, state); err != nil {
 			return protocolErr(closeProtocol, "protocol_error", err.Error())
 		}
-		if hdr.Length > int64(s.h.env.MaxMessageSize)+1024 || hdr.Length < 0 {
+		if hdr.Length > maxFrame || hdr.Length < 0 {
 			return protocolErr(closeTooBig, "message_too_large", "frame exceeds the maximum message size")
 		}
 		end := n + int(hdr.Length)
@@ -168,13 +316,17 @@ func (s *session) Read(c *conn.Conn, data []byte) error {
 		}
 		buf = buf[end:]
 	}
-	if len(buf) == 0 {
+	switch {
+	case len(buf) == 0 || s.done:
 		s.partial = nil
-	} else if len(s.partial) == 0 || &buf[0] != &s.partial[0] {
+	case len(s.partial) == 0 || &buf[0] != &s.partial[0]:
 		s.partial = append([]byte(nil), buf...)
 	}
 	return nil
 }
+
+// commandOverhead is what a command may add around a message of the maximum size.
+const commandOverhead = 1024
 
 // parseHeader reads a frame header from b; ok is false when b holds only part of it.
 func parseHeader(b []byte) (ws.Header, int, bool, error) {
@@ -199,7 +351,7 @@ func (s *session) frame(h ws.Header, payload []byte) error {
 	case ws.OpPong:
 		return nil
 	case ws.OpClose:
-		code, reason := closeNormal, ""
+		code := ws.StatusCode(closeNormal)
 		if len(payload) == 1 {
 			return protocolErr(closeProtocol, "protocol_error", "close frame with a one-byte body")
 		}
@@ -207,53 +359,71 @@ func (s *session) frame(h ws.Header, payload []byte) error {
 			sc, text := ws.ParseCloseFrameData(payload)
 			if err := ws.CheckCloseFrameData(sc, text); err != nil {
 				if !utf8.ValidString(text) {
-					return protocolErr(closeInvalidData, "invalid_utf8", err.Error())
+					return protocolErr(closeInvalidData, "invalid_utf8", "close reason is not valid UTF-8")
 				}
 				return protocolErr(closeProtocol, "protocol_error", err.Error())
 			}
-			code, reason = int(sc), text
-			_ = reason
+			code = sc
 		}
-		s.c.Close(conn.Reason{Code: "peer_closing", Message: "", WSCode: uint16(code)})
+		// Echo the peer's code, then close; nothing it sends after its close frame counts.
+		s.done = true
+		s.c.Close(conn.Reason{Code: peerClosing, Message: "closed by peer", WSCode: uint16(code)})
 		return nil
 	}
 	// Data frames.
 	if h.OpCode != ws.OpContinuation {
 		s.msgOp = h.OpCode
 	}
+	if s.msgOp == ws.OpBinary {
+		return protocolErr(closeUnsupported, "unsupported_data", "commands are JSON text frames")
+	}
 	if !h.Fin || s.fragmented {
-		if len(s.message)+len(payload) > s.h.env.MaxMessageSize+1024 {
+		if len(s.message)+len(payload) > s.h.env.MaxMessageSize+commandOverhead {
 			return protocolErr(closeTooBig, "message_too_large", "message exceeds the maximum message size")
 		}
 		s.message = append(s.message, payload...)
 		s.fragmented = !h.Fin
 		if !h.Fin {
+			if !validPrefix(s.message) {
+				return protocolErr(closeInvalidData, "invalid_utf8", "text message is not valid UTF-8")
+			}
 			return nil
 		}
 		payload = s.message
 		s.message = nil
 	}
-	if s.msgOp != ws.OpText {
-		return protocolErr(closeUnsupported, "unsupported_data", "commands are JSON text frames")
-	}
 	if !utf8.Valid(payload) {
-		return protocolErr(closeInvalidData, "invalid_utf8", "text frame is not valid UTF-8")
+		return protocolErr(closeInvalidData, "invalid_utf8", "text message is not valid UTF-8")
 	}
 	cmd, err := DecodeCommand(payload)
-	if err != nil {
-		s.c.Send(s.errorReply(cmd.ID, transport.BadRequest("bad_command", err)))
-		return nil
-	}
-	return s.enqueueCommand(cmd)
+	return s.enqueue(pending{cmd: cmd, err: err})
 }
 
-func (s *session) enqueueCommand(cmd Command) error {
+// validPrefix reports whether b is valid UTF-8 except perhaps for an incomplete sequence at its
+// end, which the next fragment may complete. An invalid message fails as soon as it shows.
+func validPrefix(b []byte) bool {
+	// A rune is at most 4 bytes: look back for the start of the last one.
+	i := len(b)
+	for j := len(b) - 1; j >= 0 && j >= len(b)-utf8.UTFMax; j-- {
+		if utf8.RuneStart(b[j]) {
+			i = j
+			break
+		}
+	}
+	if !utf8.Valid(b[:i]) {
+		return false
+	}
+	tail := b[i:]
+	return utf8.Valid(tail) || !utf8.FullRune(tail)
+}
+
+func (s *session) enqueue(p pending) error {
 	s.cmdMu.Lock()
 	defer s.cmdMu.Unlock()
 	if len(s.cmds) >= maxPendingCommands {
 		return protocolErr(closePolicy, "too_many_commands", "too many commands waiting for replies")
 	}
-	s.cmds = append(s.cmds, cmd)
+	s.cmds = append(s.cmds, p)
 	if !s.running {
 		s.running = true
 		go s.runCommands()
@@ -270,36 +440,61 @@ func (s *session) runCommands() {
 			s.cmdMu.Unlock()
 			return
 		}
-		cmd := s.cmds[0]
+		p := s.cmds[0]
+		s.cmds[0] = pending{}
 		s.cmds = s.cmds[1:]
 		s.cmdMu.Unlock()
-		s.run(cmd)
+		if p.err != nil {
+			s.c.Send(s.errorReply(p.cmd.ID, p.err))
+			continue
+		}
+		s.run(p.cmd)
 	}
 }
 
+// greet appends the 101 answer when it is not written yet: whatever the writer renders first,
+// a goodbye included, follows it.
+func (s *session) greet(dst []byte) []byte {
+	if s.greeted {
+		return dst
+	}
+	s.greeted = true
+	return append(dst, s.accept...)
+}
+
+// greeting is the connection's first item: it renders as the 101 answer.
+type greeting struct{}
+
 // Heartbeat is an empty ping.
-func (s *session) Heartbeat(dst []byte) []byte { return append(dst, 0x89, 0x00) }
+func (s *session) Heartbeat(dst []byte) []byte { return append(s.greet(dst), 0x89, 0x00) }
+
+// peerClosing is the reason code of a close the peer began: its close frame is echoed.
+const peerClosing = "peer_closing"
 
 // Goodbye is a close frame carrying the reason.
 func (s *session) Goodbye(dst []byte, reason conn.Reason) []byte {
+	dst = s.greet(dst)
 	code := reason.WSCode
 	if code == 0 {
 		code = closeNormal
 	}
 	text := reason.Code
-	if reason.Code == "peer_closing" {
+	if reason.Code == peerClosing {
 		text = ""
 	} else if reason.Message != "" {
 		text += ": " + reason.Message
 	}
-	if len(text) > 123 {
-		text = text[:123]
+	if len(text) > maxCloseReason {
+		text = text[:maxCloseReason]
 		for !utf8.ValidString(text) {
 			text = text[:len(text)-1]
 		}
 	}
 	return appendFrame(dst, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), text))
 }
+
+// maxCloseReason is what a close frame's 125 bytes leave for the reason after the code.
+const maxCloseReason = 123
 
 func (s *session) Closed(*conn.Conn, conn.Reason) {
 	s.subs.Close()
@@ -308,23 +503,21 @@ func (s *session) Closed(*conn.Conn, conn.Reason) {
 
 // Render writes a frame, or a reply.
 func (s *session) Render(dst []byte, it *conn.Item) ([]byte, bool) {
-	if u, ok := it.Note.(unsubscribed); ok {
-		s.tracker.Remove(string(u))
-	}
+	dst = s.greet(dst)
 	f := it.Frame
 	if f == nil {
+		if u, ok := it.Note.(unsubscribed); ok {
+			s.tracker.Remove(string(u))
+		}
 		return append(dst, it.Raw...), false
 	}
 	s.tracker.Update(f)
 	if f.Kind == hub.KindStart {
-		s.replyMu.Lock()
-		id, ok := s.pendingReply[f.Msg.Channel]
-		delete(s.pendingReply, f.Msg.Channel)
-		s.replyMu.Unlock()
-		if !ok {
-			return dst, false
+		if r, ok := it.Note.(subscribed); ok {
+			s.scratch = s.subscribeReply(s.scratch[:0], r.id, f)
+			dst = appendFrame(dst, ws.OpText, s.scratch)
 		}
-		return appendFrame(dst, ws.OpText, subscribeReply(id, f)), false
+		return dst, false
 	}
 	if s.tracker.Single() {
 		dst = append(dst, f.Encoded(s.h.format, encodeSingle)...)
@@ -361,16 +554,25 @@ func (a *appender) Write(p []byte) (int, error) { a.b = append(a.b, p...); retur
 // unsubscribed notes, in the write order, that a channel left the connection's cursor.
 type unsubscribed string
 
-func subscribeReply(id json.RawMessage, f *hub.Frame) []byte {
-	b := []byte(`{"id":`)
-	b = append(b, id...)
-	b = append(b, `,"ok":true,"channel":"`...)
+// subscribed marks the start frame of a subscription made by a command with this id.
+type subscribed struct{ id json.RawMessage }
+
+// subscribeReply is {"id":…,"ok":true,"channel","epoch","offset","cursor"}: where the
+// subscription starts, and the connection's cursor with it.
+func (s *session) subscribeReply(b []byte, id json.RawMessage, f *hub.Frame) []byte {
+	b = append(b, '{')
+	if len(id) > 0 {
+		b = append(b, `"id":`...)
+		b = append(b, id...)
+		b = append(b, ',')
+	}
+	b = append(b, `"ok":true,"channel":"`...)
 	b = append(b, f.Msg.Channel...)
 	b = append(b, `","epoch":"`...)
 	b = append(b, f.Msg.Epoch...)
 	b = append(b, `","offset":`...)
 	b = strconv.AppendUint(b, f.Msg.Offset, 10)
 	b = append(b, `,"cursor":"`...)
-	b = append(b, f.Cursor...)
+	b = s.tracker.AppendTo(b)
 	return append(b, `"}`...)
 }
