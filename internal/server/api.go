@@ -185,6 +185,10 @@ func (a *api) publishBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) batchPublication(m batchMessage) (hub.Publication, error) {
+	// The same code as POST /v1/channels/{channel} answers for a bad name.
+	if err := channel.CheckName(m.Channel); err != nil {
+		return hub.Publication{}, transport.BadRequest("invalid_channel", err)
+	}
 	if len(m.Data) == 0 {
 		return hub.Publication{}, transport.BadRequest("bad_message", errors.New(`message needs "data"`))
 	}
@@ -248,15 +252,28 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
-	msgs := make([]json.RawMessage, len(h.Messages))
+	// Built by hand: encoding/json would compact and HTML-escape the envelopes' data, and a
+	// published body is delivered as published.
+	b := append(make([]byte, 0, 64), `{"messages":[`...)
 	for i := range h.Messages {
-		msgs[i] = hub.NewFrame(h.Messages[i]).SingleEnvelope()
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, hub.NewFrame(h.Messages[i]).SingleEnvelope()...)
 	}
-	out := map[string]any{"messages": msgs, "epoch": h.Epoch, "offset": h.Offset}
+	b = append(b, `],"epoch":`...)
+	b = strconv.AppendQuote(b, h.Epoch) // epochs are URL-safe ASCII
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, h.Offset, 10)
 	if h.Gap {
-		out["gap"] = true
+		b = append(b, `,"gap":true`...)
 	}
-	writeJSON(w, http.StatusOK, out)
+	b = append(b, "}\n"...)
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 func (a *api) clear(w http.ResponseWriter, r *http.Request) {

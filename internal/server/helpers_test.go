@@ -165,7 +165,11 @@ func (c *sseClient) Next() (sseEvent, error) {
 		case strings.HasPrefix(line, "event: "):
 			ev.Event = line[7:]
 		case strings.HasPrefix(line, "data: "):
-			ev.Data, ev.HasData = line[6:], true
+			// Several data: lines are one value joined by "\n", as EventSource joins them.
+			if ev.HasData {
+				ev.Data += "\n"
+			}
+			ev.Data, ev.HasData = ev.Data+line[6:], true
 		}
 	}
 }

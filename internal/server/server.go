@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/crier-push/crier/internal/config"
@@ -18,6 +20,7 @@ import (
 	"github.com/crier-push/crier/internal/transport"
 	"github.com/crier-push/crier/internal/transport/sse"
 	"github.com/crier-push/crier/internal/transport/ws"
+	"github.com/crier-push/crier/internal/web"
 )
 
 // Transports lists every push transport a node serves.
@@ -33,6 +36,8 @@ type Server struct {
 	metrics *metrics.Metrics
 	http    *http.Server
 	drain   chan struct{}
+	// requests counts HTTP requests under way, which the drain waits for.
+	requests atomic.Int64
 }
 
 // New builds a node from cfg without listening yet.
@@ -58,7 +63,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
 	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
 		Observer: s.metrics, Logger: logger})
 	s.http = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.track(s.routes()),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
@@ -83,6 +88,7 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	web.Register(mux) // the demo page at / exactly, /crier.js, /crier.d.ts
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	return jsonErrors(mux)
 }
@@ -112,6 +118,10 @@ func jsonErrors(mux *http.ServeMux) http.Handler {
 			w.Header().Set("Allow", allow)
 		}
 		switch rec.status {
+		case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+			// The mux's redirect to a path's clean form (/v1/./publish): not an error, and
+			// it needs its Location.
+			h.ServeHTTP(w, r)
 		case http.StatusMethodNotAllowed:
 			transport.WriteError(w, transport.Errorf(rec.status, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path))
 		case http.StatusNotFound, 0:
@@ -131,9 +141,37 @@ func (r *statusRecorder) Header() http.Header         { return r.header }
 func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
 
-// Serve serves on ln until ctx ends, then drains: readiness fails, subscribers are told to
-// reconnect, in-flight requests finish, connections close, the store closes.
+// reconnectAfter is how long crier.reconnect asks subscribers to wait before they reconnect.
+const reconnectAfter = time.Second
+
+// track counts requests under way for the drain; once it has begun, answers ask clients to
+// close their connections.
+func (s *Server) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		defer s.requests.Add(-1)
+		select {
+		case <-s.drain:
+			w.Header().Set("Connection", "close")
+		default:
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Serve serves on ln until ctx ends, then drains (SIGTERM, in cmd/crier):
+//
+//  1. /readyz answers 503, and the listener closes: no new connections;
+//  2. requests under way, publishes among them, finish and are answered, and connections
+//     already open are still served meanwhile, each for one last request;
+//  3. the HTTP server shuts down;
+//  4. every subscriber gets crier.reconnect, after the messages of those publishes, and its
+//     connection ends once that is written; connections left are closed with a goodbye;
+//  5. the store closes.
+//
+// Steps 2-3 and step 4 may each take up to cfg.DrainDelay.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ln = &onceCloseListener{Listener: ln}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(ln) }()
 	s.log.Info("crier listening", "addr", ln.Addr().String(), "memory", s.cfg.Memory, "data_dir", s.cfg.DataDir)
@@ -145,16 +183,45 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("draining")
 	close(s.drain)
-	s.hub.Drain(time.Second)
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
+	_ = ln.Close()
+	hctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	s.waitRequests(hctx)
+	if err := s.http.Shutdown(hctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("http shutdown", "err", err)
 	}
-	s.conns.CloseAll(sctx, conn.ReasonDrain)
+	s.hub.Drain(reconnectAfter)
+	cctx, cancel2 := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
+	defer cancel2()
+	s.conns.CloseAll(cctx, conn.ReasonDrain)
 	s.shutdown()
 	s.log.Info("stopped")
 	return nil
+}
+
+// waitRequests waits until no request is under way, or ctx ends.
+func (s *Server) waitRequests(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.requests.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// onceCloseListener lets the drain close the listener before http.Server.Shutdown does.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
 }
 
 func (s *Server) shutdown() {
