@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/crier-push/crier/internal/auth"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
 )
@@ -19,11 +20,13 @@ type Observer interface {
 
 // Env is what the server hands every transport.
 type Env struct {
-	Hub            *hub.Hub
-	Conns          *conn.Server
-	Formats        *hub.Formats
-	Logger         *slog.Logger
-	Observer       Observer
+	Hub      *hub.Hub
+	Conns    *conn.Server
+	Formats  *hub.Formats
+	Logger   *slog.Logger
+	Observer Observer
+	// Auth authenticates requests; nil admits everyone (see Admit).
+	Auth           *auth.Authorizer
 	MaxChannels    int // subscriptions per connection
 	MaxMessageSize int
 	SSERetry       time.Duration

@@ -17,6 +17,8 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// Challenge, on a 401, is the WWW-Authenticate value.
+	Challenge string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -70,6 +72,9 @@ func WriteError(w http.ResponseWriter, err error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
+	if e.Challenge != "" {
+		h.Set("WWW-Authenticate", e.Challenge)
+	}
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(e.JSON(), '\n'))
 }
