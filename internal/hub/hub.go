@@ -51,7 +51,9 @@ type ClientInfo struct {
 
 // Config configures a Hub.
 type Config struct {
-	Store       Store
+	Store Store
+	// Broker links this node to the others of a cluster; nil for a single node.
+	Broker      Broker
 	Namespaces  func(name string) Namespace // by namespace name; "" is the default namespace
 	DedupWindow time.Duration
 	Observer    Observer
@@ -117,10 +119,19 @@ func (h *Hub) acquire(ctx context.Context, name string) (*chanState, error) {
 		h.channels[name] = ch
 		ch.refs++
 		h.mu.Unlock()
-		start := time.Now()
-		st, err := h.cfg.Store.State(ctx, name)
-		h.cfg.Observer.StoreLatency("state", time.Since(start))
-		ch.epoch, ch.next, ch.loadErr = st.Epoch, st.Offset+1, err
+		// Watch before reading the state: a message committed in between then arrives through
+		// Dispatch, which waits for ready and drops what the state already covers.
+		if h.cfg.Broker != nil {
+			if err := h.cfg.Broker.Watch(ctx, name); err != nil {
+				ch.loadErr = fmt.Errorf("broker: %w", err)
+			}
+		}
+		if ch.loadErr == nil {
+			start := time.Now()
+			st, err := h.cfg.Store.State(ctx, name)
+			h.cfg.Observer.StoreLatency("state", time.Since(start))
+			ch.epoch, ch.next, ch.loadErr = st.Epoch, st.Offset+1, err
+		}
 		close(ch.ready)
 	} else {
 		ch.refs++
@@ -137,10 +148,14 @@ func (h *Hub) acquire(ctx context.Context, name string) (*chanState, error) {
 func (h *Hub) release(ch *chanState) {
 	h.mu.Lock()
 	ch.refs--
-	if ch.refs == 0 && h.channels[ch.name] == ch {
+	gone := ch.refs == 0 && h.channels[ch.name] == ch
+	if gone {
 		delete(h.channels, ch.name)
 	}
 	h.mu.Unlock()
+	if gone && h.cfg.Broker != nil {
+		h.cfg.Broker.Unwatch(ch.name)
+	}
 }
 
 func (h *Hub) lookup(name string) *chanState {
@@ -214,15 +229,26 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	n := 0
+	var fresh []Message
 	for j, r := range res {
 		out[idx[j]] = r
 		if r.Err == nil && !r.Duplicate {
 			n++
+			if h.cfg.Broker != nil {
+				fresh = append(fresh, r.Message)
+			}
 			// Without subscribers here, no frame is needed: a channel loaded from now on reads
 			// its state from the store, which already holds this message.
 			if ch := h.lookup(r.Message.Channel); ch != nil {
 				h.dispatch(ch, NewFrame(r.Message))
 			}
+		}
+	}
+	if len(fresh) > 0 {
+		// The messages are durable and answered as published whatever happens here; other
+		// nodes' subscribers that miss them find them in the store when they resume.
+		if err := h.cfg.Broker.Announce(context.WithoutCancel(ctx), fresh); err != nil {
+			h.cfg.Logger.Error("broker: announce", "err", err, "messages", len(fresh))
 		}
 	}
 	h.cfg.Observer.Published(n)

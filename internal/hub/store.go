@@ -9,6 +9,19 @@ import (
 // ErrClosed is returned once the hub or its store is shutting down.
 var ErrClosed = errors.New("closed")
 
+// Broker carries committed messages between the nodes of a cluster, once per node rather than
+// once per subscriber. A node announces what it published; the broker hands every node the
+// messages of the channels it watches by calling that node's Hub.Dispatch, in any order (the hub
+// restores offset order). A single node has no broker.
+type Broker interface {
+	// Announce tells the other nodes about messages this node has just stored.
+	Announce(ctx context.Context, msgs []Message) error
+	// Watch and Unwatch say when this node gains its first and loses its last subscriber of
+	// a channel. Watch returns once the node will receive the channel's later messages.
+	Watch(ctx context.Context, channel string) error
+	Unwatch(channel string)
+}
+
 // Retention bounds a channel's history; the hub resolves it from the channel's namespace.
 type Retention struct {
 	Size int           // most messages kept; 0 keeps none
