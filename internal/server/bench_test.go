@@ -1,0 +1,149 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/crier-push/crier/internal/config"
+	"github.com/crier-push/crier/internal/hub"
+)
+
+// BenchmarkHTTPPublish measures acknowledged publishes over loopback HTTP from 64 concurrent
+// keep-alive publishers, into the durable store (each answer waits for its fsync) and into
+// memory. Run: go test -run x -bench HTTPPublish -benchtime 3s ./internal/server/
+func BenchmarkHTTPPublish(b *testing.B) {
+	for _, store := range []string{"bolt", "memory"} {
+		b.Run(store, func(b *testing.B) {
+			ts := startServer(b, func(c *config.Config) { c.Memory = store == "memory" })
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
+			defer client.CloseIdleConnections()
+			var n atomic.Int64
+			// RunParallel starts parallelism×GOMAXPROCS goroutines: 64 publishers in all.
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					url := fmt.Sprintf("%s/v1/channels/bench:%d", ts.URL, i%100)
+					resp, err := client.Post(url, "application/json", strings.NewReader(`{"n":1}`))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusCreated {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+		})
+	}
+}
+
+// BenchmarkDeliveries measures end-to-end deliveries per second over loopback: 100 subscribers
+// of one channel, each a raw socket read by its own goroutine, and b.N messages published
+// through the hub as fast as it takes them. One op is one message delivered to all 100.
+// Run: go test -run x -bench Deliveries -benchtime 20000x ./internal/server/
+func BenchmarkDeliveries(b *testing.B) {
+	const subscribers = 100
+	for _, tr := range []string{"sse", "ws"} {
+		b.Run(tr, func(b *testing.B) {
+			ts := startServer(b, func(c *config.Config) {
+				// The benchmark publishes far ahead of the readers: no subscriber may be cut off.
+				c.QueueSize, c.QueueBytes = 1<<22, 1<<30
+			})
+			host := strings.TrimPrefix(ts.URL, "http://")
+			var request string
+			switch tr {
+			case "sse":
+				request = "GET /v1/sse?channel=bench HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+			case "ws":
+				request = "GET /v1/ws?channel=bench HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\n" +
+					"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			}
+			var received atomic.Int64
+			var wg sync.WaitGroup
+			conns := make([]net.Conn, subscribers)
+			for i := range conns {
+				c, err := net.Dial("tcp", host)
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns[i] = c
+				if _, err := io.WriteString(c, request); err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					countToken(c, []byte(`"offset":`), &received)
+				}()
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				info, err := ts.Server.Hub().Info(context.Background(), "bench")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if info.Subscribers == subscribers {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d subscribers after 10 s", info.Subscribers, subscribers)
+				}
+			}
+			payload := []byte(`{"seq":1,"text":"a message of about sixty-four bytes in all"}`)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := ts.Server.Hub().Publish(context.Background(), []hub.Publication{{
+					Channel: "bench", ContentType: "application/json", Data: payload}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			want := int64(b.N) * subscribers
+			for deadline := time.Now().Add(time.Minute); received.Load() < want; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d deliveries after a minute (slow disconnects: %d)",
+						received.Load(), want, ts.Server.conns.SlowDisconnects())
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
+			for _, c := range conns {
+				c.Close()
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// countToken adds to n the occurrences of tok in what c sends until it closes, including
+// occurrences split across reads.
+func countToken(c net.Conn, tok []byte, n *atomic.Int64) {
+	buf := make([]byte, 64<<10)
+	keep := 0 // bytes at buf's start carried over from the previous read
+	for {
+		m, err := c.Read(buf[keep:])
+		if m > 0 {
+			data := buf[:keep+m]
+			n.Add(int64(bytes.Count(data, tok)))
+			keep = copy(buf, data[max(0, len(data)-(len(tok)-1)):])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
