@@ -118,6 +118,11 @@ func serve(ctx context.Context, args []string, e env) error {
 	logger.Info("starting", "version", versionString(), "listen", cfg.Listen)
 	if !cfg.AuthConfigured() {
 		logger.Warn("no auth configured: anyone who can reach " + cfg.Listen + " may publish and subscribe to every channel")
+	} else {
+		anonSub, anonPub := cfg.Anonymous("")
+		logger.Info("auth on: requests need a token or an API key except where a namespace allows anonymous access",
+			"jwt_secret", cfg.JWTSecret != "", "jwt_public_keys", len(cfg.JWTPublicKeys), "jwks", cfg.JWKS != "",
+			"api_keys", len(cfg.APIKeys), "anonymous_subscribe", anonSub, "anonymous_publish", anonPub)
 	}
 	if err := server.Run(ctx, cfg, logger); err != nil {
 		logger.Error("server stopped", "err", err)

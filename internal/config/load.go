@@ -17,6 +17,8 @@ import (
 
 	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/hub"
+	"github.com/crier-push/crier/internal/limit"
+	"github.com/crier-push/crier/internal/origin"
 )
 
 // option is one setting as it appears on the command line and in the environment. Its YAML key
@@ -53,6 +55,8 @@ const configFlag = "config"
 func options() []option {
 	return []option{
 		str("listen", "ADDR", "HTTP listen address", func(c *Config) *string { return &c.Listen }),
+		str("tls-cert", "FILE", "PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key)", func(c *Config) *string { return &c.TLSCert }),
+		str("tls-key", "FILE", "PEM private key of --tls-cert", func(c *Config) *string { return &c.TLSKey }),
 		str("data-dir", "DIR", "directory of the embedded durable store", func(c *Config) *string { return &c.DataDir }),
 		boolean("memory", "keep everything in memory (no disk)", func(c *Config) *bool { return &c.Memory }),
 		{name: configFlag, arg: "FILE", usage: "YAML config file", set: func(*Config, string) error { return nil }},
@@ -60,9 +64,19 @@ func options() []option {
 		str("upstream", "URL", "URL of the Crier this node relays", func(c *Config) *string { return &c.Upstream }),
 		str("relay-listen", "ADDR", "TCP relay listen address", func(c *Config) *string { return &c.RelayListen }),
 		str("jwt-secret", "SECRET", "HMAC secret of HS256/384/512 JWTs", func(c *Config) *string { return &c.JWTSecret }),
-		{name: "api-key", key: "api_keys", arg: "KEY", usage: "API key for server-side publishers (repeatable)",
-			clear: func(c *Config) { c.APIKeys = nil },
-			set:   func(c *Config, v string) error { c.APIKeys = append(c.APIKeys, v); return nil }},
+		list("jwt-public-key", "jwt_public_keys", "FILE", "PEM file of RS256, ES256 or EdDSA public keys that verify JWTs (repeatable)",
+			func(c *Config) *[]string { return &c.JWTPublicKeys }, nil),
+		str("jwks", "URL", "JWK Set (https:// URL or file) of keys that verify JWTs", func(c *Config) *string { return &c.JWKS }),
+		list("api-key", "api_keys", "KEY", "API key for server-side publishers and the admin API (repeatable)",
+			func(c *Config) *[]string { return &c.APIKeys }, nil),
+		boolean("anonymous-subscribe", "with auth configured, let requests without a token subscribe in the default namespace",
+			func(c *Config) *bool { return &c.AnonymousSubscribe }),
+		boolean("anonymous-publish", "with auth configured, let requests without a token publish in the default namespace",
+			func(c *Config) *bool { return &c.AnonymousPublish }),
+		list("allow-origin", "allow_origins", "ORIGIN", "web origin allowed beside the server's own, for CORS and WebSocket (repeatable; https://*.example.com; * for any)",
+			func(c *Config) *[]string { return &c.AllowOrigins }, checkOrigin),
+		list("trust-proxy", "trusted_proxies", "CIDR", "reverse proxy whose X-Forwarded-For names the client (repeatable)",
+			func(c *Config) *[]string { return &c.TrustedProxies }, checkProxy),
 		boolean("insecure", "allow a non-loopback --listen without auth", func(c *Config) *bool { return &c.Insecure }),
 		duration("heartbeat", "idle heartbeat interval of streaming transports", func(c *Config) *time.Duration { return &c.Heartbeat }),
 		duration("max-lifetime", "longest life of a streaming connection (0: none)", func(c *Config) *time.Duration { return &c.MaxLifetime }),
@@ -75,7 +89,14 @@ func options() []option {
 		integer("max-subscriptions", "most channels per connection", func(c *Config) *int { return &c.MaxSubscriptions }),
 		integer("queue-size", "messages waiting for one subscriber before it is cut off", func(c *Config) *int { return &c.QueueSize }),
 		integer("queue-bytes", "bytes waiting for one subscriber before it is cut off", func(c *Config) *int { return &c.QueueBytes }),
+		integer("max-conns", "most subscriber connections in all (0: no limit)", func(c *Config) *int { return &c.MaxConns }),
+		integer("max-conns-per-ip", "most subscriber connections from one IP address, or IPv6 /64 (0: no limit)", func(c *Config) *int { return &c.MaxConnsPerIP }),
+		str("publish-rate", "RATE", "publishes allowed per token and per IP, as 10/s, 600/m or 0.5/s (none: no limit)", func(c *Config) *string { return &c.PublishRate }),
+		integer("publish-burst", "publishes allowed in one burst beyond --publish-rate (0: the rate's count)", func(c *Config) *int { return &c.PublishBurst }),
 		duration("header-timeout", "time allowed to read request headers", func(c *Config) *time.Duration { return &c.HeaderTimeout }),
+		duration("read-timeout", "time allowed to read a request body", func(c *Config) *time.Duration { return &c.ReadTimeout }),
+		duration("write-timeout", "time allowed to write an answer, or for a stream's peer to take bytes", func(c *Config) *time.Duration { return &c.WriteTimeout }),
+		duration("idle-timeout", "how long a kept-alive connection may wait for its next request", func(c *Config) *time.Duration { return &c.IdleTimeout }),
 		duration("sse-retry", "reconnect delay advised to SSE clients", func(c *Config) *time.Duration { return &c.SSERetry }),
 		str("log-level", "LEVEL", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 	}
@@ -98,6 +119,22 @@ func str(name, arg, usage string, field func(*Config) *string) option {
 	}, show: func(c Config) string { return *field(&c) }}
 }
 
+// list is a repeatable option: a flag given again adds an item, its variable is a
+// comma-separated list, its YAML key (key) a sequence. check, when set, validates each item.
+func list(name, key, arg, usage string, field func(*Config) *[]string, check func(string) error) option {
+	return option{name: name, key: key, arg: arg, usage: usage,
+		clear: func(c *Config) { *field(c) = nil },
+		set: func(c *Config, v string) error {
+			if check != nil {
+				if err := check(v); err != nil {
+					return err
+				}
+			}
+			*field(c) = append(*field(c), v)
+			return nil
+		}}
+}
+
 func boolean(name, usage string, field func(*Config) *bool) option {
 	return option{name: name, usage: usage, isBool: true, set: func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
@@ -117,7 +154,12 @@ func integer(name, usage string, field func(*Config) *int) option {
 		}
 		*field(c) = n
 		return nil
-	}, show: func(c Config) string { return strconv.Itoa(*field(&c)) }}
+	}, show: func(c Config) string {
+		if n := *field(&c); n != 0 {
+			return strconv.Itoa(n)
+		}
+		return ""
+	}}
 }
 
 func duration(name, usage string, field func(*Config) *time.Duration) option {
@@ -333,6 +375,32 @@ func validate(c *Config) *fieldError {
 			return bad("api-key", "must not be empty")
 		}
 	}
+	for _, f := range c.JWTPublicKeys {
+		if f == "" {
+			return bad("jwt-public-key", "must not be empty")
+		}
+	}
+	for _, o := range c.AllowOrigins {
+		if err := checkOrigin(o); err != nil {
+			return &fieldError{"allow-origin", err}
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if err := checkProxy(p); err != nil {
+			return &fieldError{"trust-proxy", err}
+		}
+	}
+	for _, n := range []struct {
+		key string
+		v   int
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}, {"publish-burst", c.PublishBurst}} {
+		if n.v < 0 {
+			return bad(n.key, "must not be negative (0 is the default), got %d", n.v)
+		}
+	}
+	if _, err := c.PublishLimit(); err != nil {
+		return &fieldError{"publish-rate", err}
+	}
 	if err := validateDurations(c); err != nil {
 		return err
 	}
@@ -351,7 +419,8 @@ func validateDurations(c *Config) *fieldError {
 	positive := []struct {
 		key string
 		d   time.Duration
-	}{{"heartbeat", c.Heartbeat}, {"dedup-window", c.DedupWindow}, {"header-timeout", c.HeaderTimeout}, {"sse-retry", c.SSERetry}}
+	}{{"heartbeat", c.Heartbeat}, {"dedup-window", c.DedupWindow}, {"header-timeout", c.HeaderTimeout}, {"sse-retry", c.SSERetry},
+		{"read-timeout", c.ReadTimeout}, {"write-timeout", c.WriteTimeout}, {"idle-timeout", c.IdleTimeout}}
 	for _, p := range positive {
 		if p.d <= 0 {
 			return &fieldError{p.key, fmt.Errorf("must be positive, got %s", p.d)}
@@ -432,14 +501,59 @@ func (c Config) SlogLevel() slog.Level {
 	return l
 }
 
-// AuthConfigured reports whether any credential is configured, which turns anonymous access off.
+// AuthConfigured reports whether any credential is configured (an HMAC secret, a public key
+// file, a JWKS or an API key), which turns anonymous access off but where a namespace allows it.
 func (c Config) AuthConfigured() bool {
-	return c.JWTSecret != "" || len(c.APIKeys) > 0
+	return c.JWTSecret != "" || len(c.JWTPublicKeys) > 0 || c.JWKS != "" || len(c.APIKeys) > 0
 }
 
-// CheckSupported refuses settings whose feature this build does not have yet. Accepting
-// --jwt-secret without enforcing it would leave a server open that its operator believes is
-// closed, so these fail loudly instead of being ignored.
+// Anonymous tells whether requests without a credential may subscribe and publish in
+// namespace ns ("" the default) once auth is configured: --anonymous-subscribe and
+// --anonymous-publish for the default namespace, each namespace's anonymous_subscribe and
+// anonymous_publish for the others. A namespace never inherits the default namespace's: an
+// open default namespace does not open chat:… by accident.
+func (c Config) Anonymous(ns string) (subscribe, publish bool) {
+	if ns == "" {
+		return c.AnonymousSubscribe, c.AnonymousPublish
+	}
+	o, ok := c.Namespaces[ns]
+	if !ok {
+		return false, false
+	}
+	return o.AnonymousSubscribe != nil && *o.AnonymousSubscribe, o.AnonymousPublish != nil && *o.AnonymousPublish
+}
+
+// BatchBodyFactor is how many times --max-message-size a request body other than a single
+// publish may be (a batch of messages, with their JSON), and at least MinBatchBody bytes.
+const (
+	BatchBodyFactor = 16
+	MinBatchBody    = 1 << 20
+)
+
+// MaxBodySize is the largest request body any endpoint reads: BatchBodyFactor messages of the
+// maximum size, at least MinBatchBody. A single publish is held to MaxMessageSize itself.
+func (c Config) MaxBodySize() int {
+	return max(MinBatchBody, BatchBodyFactor*c.MaxMessageSize)
+}
+
+// PublishLimit is --publish-rate and --publish-burst parsed.
+func (c Config) PublishLimit() (limit.Rate, error) {
+	return limit.ParseRate(c.PublishRate, c.PublishBurst)
+}
+
+func checkOrigin(s string) error {
+	_, err := origin.Parse([]string{s})
+	return err
+}
+
+func checkProxy(s string) error {
+	_, err := limit.ParseProxy(s)
+	return err
+}
+
+// CheckSupported refuses settings whose feature this build does not have yet. Accepting a flag
+// without acting on it would leave an operator believing in a feature that is not there, so
+// these fail loudly instead of being ignored.
 func (c Config) CheckSupported() error {
 	for _, f := range []struct {
 		set  bool
@@ -447,8 +561,6 @@ func (c Config) CheckSupported() error {
 	}{
 		{c.Broker != "", "--broker"},
 		{c.Upstream != "", "--upstream"},
-		{c.JWTSecret != "", "--jwt-secret"},
-		{len(c.APIKeys) > 0, "--api-key"},
 	} {
 		if f.set {
 			return fmt.Errorf("%s is not supported by this version of crier yet", f.flag)
@@ -472,7 +584,7 @@ func (c Config) CheckListen() error {
 		return nil
 	}
 	return fmt.Errorf("refusing to listen on %s without auth: anyone who can reach it could publish "+
-		"and subscribe to every channel; configure --jwt-secret or --api-key, listen on a loopback "+
+		"and subscribe to every channel; configure --jwt-secret, --jwt-public-key, --jwks or --api-key, listen on a loopback "+
 		"address such as 127.0.0.1:8080, or pass --insecure if this exposure is intended", c.Listen)
 }
 

@@ -31,7 +31,11 @@ func TestLoad(t *testing.T) {
 				"--drain-delay", "0s", "--history-size", "0", "--history-ttl", "0", "--presence",
 				"--dedup-window", "1m", "--max-message-size", "10", "--max-subscriptions", "2",
 				"--queue-size", "3", "--queue-bytes", "4", "--header-timeout", "1s", "--sse-retry", "3s",
-				"--log-level", "DEBUG"},
+				"--log-level", "DEBUG", "--jwt-public-key", "a.pem", "--jwt-public-key", "b.pem", "--jwks", "https://idp/jwks",
+				"--anonymous-subscribe", "--anonymous-publish", "--allow-origin", "https://app.example.com",
+				"--allow-origin", "*", "--trust-proxy", "10.0.0.0/8", "--max-conns", "100", "--max-conns-per-ip", "10",
+				"--publish-rate", "5/s", "--publish-burst", "20", "--read-timeout", "2s", "--write-timeout", "3s",
+				"--idle-timeout", "4s"},
 			want: func(c *Config) {
 				c.Listen, c.DataDir, c.Memory, c.Broker, c.Upstream = "127.0.0.1:9", "/d", true, "redis://b", "http://up"
 				c.RelayListen, c.JWTSecret, c.APIKeys, c.Insecure = ":7", "s", []string{"k1", "k2"}, true
@@ -39,6 +43,11 @@ func TestLoad(t *testing.T) {
 				c.HistorySize, c.HistoryTTL, c.Presence, c.DedupWindow = 0, 0, true, time.Minute
 				c.MaxMessageSize, c.MaxSubscriptions, c.QueueSize, c.QueueBytes = 10, 2, 3, 4
 				c.HeaderTimeout, c.SSERetry, c.LogLevel = time.Second, 3*time.Second, "debug"
+				c.JWTPublicKeys, c.JWKS = []string{"a.pem", "b.pem"}, "https://idp/jwks"
+				c.AnonymousSubscribe, c.AnonymousPublish = true, true
+				c.AllowOrigins, c.TrustedProxies = []string{"https://app.example.com", "*"}, []string{"10.0.0.0/8"}
+				c.MaxConns, c.MaxConnsPerIP, c.PublishRate, c.PublishBurst = 100, 10, "5/s", 20
+				c.ReadTimeout, c.WriteTimeout, c.IdleTimeout = 2*time.Second, 3*time.Second, 4*time.Second
 			},
 		},
 		{
@@ -108,6 +117,43 @@ func TestLoad(t *testing.T) {
 		{name: "namespace negative size", args: []string{"--config", "$FILE"}, file: "namespaces:\n  chat: {history_size: -1}\n", wantErr: "chat: history_size"},
 		{name: "file empty api key", args: []string{"--config", "$FILE"}, file: "api_keys: [\"\"]\n", wantErr: "api_keys: must not be empty"},
 		{name: "env empty api key list is unset", env: map[string]string{"CRIER_API_KEY": " , "}, want: func(*Config) {}},
+		{
+			name: "auth and limits from env",
+			env: map[string]string{"CRIER_JWT_PUBLIC_KEY": "a.pem,b.pem", "CRIER_JWKS": "/etc/jwks.json",
+				"CRIER_ANONYMOUS_SUBSCRIBE": "true", "CRIER_ALLOW_ORIGIN": "https://a.example, https://*.b.example",
+				"CRIER_TRUST_PROXY": "127.0.0.1,::1", "CRIER_MAX_CONNS_PER_IP": "3", "CRIER_PUBLISH_RATE": "600/m",
+				"CRIER_IDLE_TIMEOUT": "5s", "CRIER_WRITE_TIMEOUT": "6s", "CRIER_READ_TIMEOUT": "7s", "CRIER_MAX_CONNS": "9"},
+			want: func(c *Config) {
+				c.JWTPublicKeys, c.JWKS, c.AnonymousSubscribe = []string{"a.pem", "b.pem"}, "/etc/jwks.json", true
+				c.AllowOrigins = []string{"https://a.example", "https://*.b.example"}
+				c.TrustedProxies, c.MaxConnsPerIP, c.PublishRate = []string{"127.0.0.1", "::1"}, 3, "600/m"
+				c.IdleTimeout, c.WriteTimeout, c.ReadTimeout, c.MaxConns = 5*time.Second, 6*time.Second, 7*time.Second, 9
+			},
+		},
+		{
+			name: "auth and limits from file",
+			args: []string{"--config", "$FILE"},
+			file: "jwt_public_keys: [k.pem]\njwks: https://idp/jwks\nanonymous_publish: true\nallow_origins: ['*']\n" +
+				"trusted_proxies: [10.0.0.0/8]\nmax_conns: 7\npublish_rate: 2/s\npublish_burst: 4\n" +
+				"namespaces:\n  public:\n    anonymous_subscribe: true\n    anonymous_publish: false\n",
+			want: func(c *Config) {
+				c.JWTPublicKeys, c.JWKS, c.AnonymousPublish, c.AllowOrigins = []string{"k.pem"}, "https://idp/jwks", true, []string{"*"}
+				c.TrustedProxies, c.MaxConns, c.PublishRate, c.PublishBurst = []string{"10.0.0.0/8"}, 7, "2/s", 4
+				c.Namespaces = map[string]Namespace{"public": {AnonymousSubscribe: ptr(true), AnonymousPublish: ptr(false)}}
+			},
+		},
+		{name: "bad origin", args: []string{"--allow-origin", "https://a.example/path"}, wantErr: "-allow-origin"},
+		{name: "bad origin wildcard", args: []string{"--allow-origin", "https://a*.example"}, wantErr: "-allow-origin"},
+		{name: "bad origin env", env: map[string]string{"CRIER_ALLOW_ORIGIN": "example.com"}, wantErr: "CRIER_ALLOW_ORIGIN"},
+		{name: "bad origin file", args: []string{"--config", "$FILE"}, file: "allow_origins: [ftp]\n", wantErr: "allow_origins"},
+		{name: "bad proxy", args: []string{"--trust-proxy", "10.0.0.0/99"}, wantErr: "-trust-proxy"},
+		{name: "bad rate", args: []string{"--publish-rate", "fast"}, wantErr: "-publish-rate"},
+		{name: "bad rate unit", args: []string{"--publish-rate", "10/d"}, wantErr: "-publish-rate"},
+		{name: "bad rate env", env: map[string]string{"CRIER_PUBLISH_RATE": "-1/s"}, wantErr: "CRIER_PUBLISH_RATE"},
+		{name: "negative burst", args: []string{"--publish-burst", "-1"}, wantErr: "--publish-burst"},
+		{name: "negative max conns", args: []string{"--max-conns-per-ip", "-2"}, wantErr: "--max-conns-per-ip"},
+		{name: "zero write timeout", args: []string{"--write-timeout", "0s"}, wantErr: "--write-timeout"},
+		{name: "empty public key file", args: []string{"--config", "$FILE"}, file: "jwt_public_keys: ['']\n", wantErr: "jwt_public_keys"},
 		{name: "help", args: []string{"-h"}, wantErr: "help requested"},
 	}
 	for _, tt := range tests {
@@ -241,8 +287,6 @@ func TestCheckSupportedRefusesMissingFeatures(t *testing.T) {
 	for _, args := range [][]string{
 		{"--broker", "redis://127.0.0.1:6379"},
 		{"--upstream", "http://127.0.0.1:9000"},
-		{"--jwt-secret", "s3cret"},
-		{"--api-key", "k1"},
 	} {
 		cfg, err := Load(args, func(string) string { return "" })
 		if err != nil {
@@ -252,7 +296,75 @@ func TestCheckSupportedRefusesMissingFeatures(t *testing.T) {
 			t.Errorf("CheckSupported with %v = %v, want an error naming %s", args, err, args[0])
 		}
 	}
+	// Auth is enforced now: its flags are accepted.
+	for _, args := range [][]string{
+		{"--jwt-secret", "s3cret"},
+		{"--api-key", "k1"},
+		{"--jwt-public-key", "/keys/a.pem", "--jwks", "https://idp.example/jwks.json"},
+		{"--anonymous-subscribe", "--anonymous-publish", "--allow-origin", "*", "--publish-rate", "10/s", "--max-conns-per-ip", "5"},
+	} {
+		cfg, err := Load(args, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("Load(%v): %v", args, err)
+		}
+		if err := cfg.CheckSupported(); err != nil {
+			t.Errorf("CheckSupported with %v = %v, want nil", args, err)
+		}
+	}
 	if err := Default().CheckSupported(); err != nil {
 		t.Errorf("default config refused: %v", err)
+	}
+}
+
+func TestAuthConfigured(t *testing.T) {
+	for _, tt := range []struct {
+		set  func(c *Config)
+		want bool
+	}{
+		{func(*Config) {}, false},
+		{func(c *Config) { c.AnonymousSubscribe, c.AnonymousPublish, c.AllowOrigins = true, true, []string{"*"} }, false},
+		{func(c *Config) { c.JWTSecret = "s" }, true},
+		{func(c *Config) { c.JWTPublicKeys = []string{"k.pem"} }, true},
+		{func(c *Config) { c.JWKS = "https://idp.example/jwks.json" }, true},
+		{func(c *Config) { c.APIKeys = []string{"k"} }, true},
+	} {
+		c := Default()
+		tt.set(&c)
+		if got := c.AuthConfigured(); got != tt.want {
+			t.Errorf("AuthConfigured(%+v) = %v, want %v", c, got, tt.want)
+		}
+		c.Listen = "0.0.0.0:8080"
+		if err := c.CheckListen(); (err == nil) != tt.want {
+			t.Errorf("CheckListen on 0.0.0.0 with auth=%v: %v", tt.want, err)
+		}
+	}
+}
+
+func TestAnonymous(t *testing.T) {
+	c := Default()
+	c.AnonymousSubscribe = true
+	c.Namespaces = map[string]Namespace{
+		"public": {AnonymousSubscribe: ptr(true), AnonymousPublish: ptr(true)},
+		"feed":   {AnonymousSubscribe: ptr(true), AnonymousPublish: ptr(false)},
+		"chat":   {Presence: ptr(true)},
+	}
+	for ns, want := range map[string][2]bool{
+		"": {true, false}, "public": {true, true}, "feed": {true, false}, "chat": {false, false}, "other": {false, false},
+	} {
+		sub, pub := c.Anonymous(ns)
+		if sub != want[0] || pub != want[1] {
+			t.Errorf("Anonymous(%q) = %v, %v, want %v", ns, sub, pub, want)
+		}
+	}
+}
+
+func TestMaxBodySize(t *testing.T) {
+	c := Default()
+	if got := c.MaxBodySize(); got != 1<<20 {
+		t.Errorf("default MaxBodySize = %d", got)
+	}
+	c.MaxMessageSize = 1 << 20
+	if got := c.MaxBodySize(); got != 16<<20 {
+		t.Errorf("MaxBodySize for 1 MiB messages = %d", got)
 	}
 }

@@ -1209,13 +1209,3 @@ func TestShutdownClosesLeft(t *testing.T) {
 	}
 	readToEOF(t, peer, time.Second)
 }
-
-func TestTakeNotTCP(t *testing.T) {
-	s := newTestServer(t, Config{})
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if _, err := s.Take(a, newProto()); !errors.Is(err, ErrNotTCP) {
-		t.Fatalf("Take(pipe) = %v", err)
-	}
-}

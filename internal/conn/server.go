@@ -41,6 +41,8 @@ type Server struct {
 	metrics struct {
 		open, slow atomic.Int64
 	}
+	// serving counts the handlers running Serve: requests that are streams, not work under way.
+	serving atomic.Int64
 	// closeAll, once set, is the reason every connection closes for, those started later too.
 	closeAll atomic.Pointer[Reason]
 	wakefd   int // an eventfd in the epoll set that wakes the poller to stop
@@ -106,16 +108,14 @@ func (s *Server) Open() int64 { return s.metrics.open.Load() }
 // SlowDisconnects reports how many connections were closed for falling behind.
 func (s *Server) SlowDisconnects() int64 { return s.metrics.slow.Load() }
 
-// ErrNotTCP is returned by Take for connections it cannot own (TLS, HTTP/2).
-var ErrNotTCP = errors.New("not a plain TCP connection")
-
-// Take takes over a hijacked TCP connection: the returned Conn owns a duplicate of its socket
-// and nc is closed. buffered holds bytes the HTTP server had already read past the request.
-// Nothing is written or read until Start.
+// Take takes over a hijacked connection. A TCP connection joins the epoll set: the returned
+// Conn owns a duplicate of its socket and nc is closed. Any other (TLS) is served by the
+// goroutine backend (goroutine.go): one goroutine reads nc and one writes it, with the same
+// queue, limits, heartbeats, lifetime and goodbye. Nothing is written or read until Start.
 func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return nil, ErrNotTCP
+		return s.takeConn(nc, proto), nil
 	}
 	raw, err := tc.SyscallConn()
 	if err != nil {
@@ -133,13 +133,18 @@ func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
 	// descriptor and its registration with the runtime's poller.
 	_ = tc.Close()
 	unix.CloseOnExec(fd)
+	c := s.newConn(fd, proto)
+	c.worker = s.workers[fd%len(s.workers)]
+	return c, nil
+}
+
+func (s *Server) newConn(fd int, proto Protocol) *Conn {
 	c := &Conn{fd: fd, server: s, proto: proto, created: time.Now()}
 	c.lastWrite.Store(c.created.UnixNano())
 	if s.cfg.MaxLifetime > 0 {
 		c.deadline = c.created.Add(s.cfg.MaxLifetime).UnixNano()
 	}
-	c.worker = s.workers[fd%len(s.workers)]
-	return c, nil
+	return c
 }
 
 // Start registers c with the poller: from now on its peer's bytes and hang-ups are seen, and
@@ -160,7 +165,9 @@ func (s *Server) Start(c *Conn, buffered []byte) error {
 	c.gen = s.gen
 	c.idx = len(s.conns)
 	s.conns = append(s.conns, c)
-	s.byFD[c.fd] = c
+	if c.out == nil {
+		s.byFD[c.fd] = c
+	}
 	s.mu.Unlock()
 	s.metrics.open.Add(1)
 	c.started = true
@@ -175,6 +182,10 @@ func (s *Server) Start(c *Conn, buffered []byte) error {
 		if err := c.proto.Read(c, buffered); err != nil {
 			c.Close(readReason(err))
 		}
+	}
+	if c.out != nil {
+		s.startOut(c)
+		return nil
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd), Pad: c.gen}
 	c.fdMu.RLock()
@@ -226,7 +237,9 @@ func (s *Server) finish(c *Conn, reason Reason) {
 	s.conns[c.idx].idx = c.idx
 	s.conns[last] = nil
 	s.conns = s.conns[:last]
-	delete(s.byFD, c.fd)
+	if c.out == nil {
+		delete(s.byFD, c.fd)
+	}
 	s.mu.Unlock()
 	// Closing the only descriptor of the socket also removes it from the epoll set.
 	c.closeFD()
@@ -234,8 +247,13 @@ func (s *Server) finish(c *Conn, reason Reason) {
 	c.proto.Closed(c, reason)
 }
 
-// closeFD closes the descriptor once no syscall is using it.
+// closeFD closes the descriptor once no syscall is using it; on the goroutine backend it closes
+// the connection and stops its goroutines.
 func (c *Conn) closeFD() {
+	if c.out != nil {
+		c.out.close(c.writingSince.Load() != 0)
+		return
+	}
 	c.fdMu.Lock()
 	if !c.fdClosed {
 		c.fdClosed = true
@@ -388,7 +406,7 @@ func (s *Server) sweep(conns []*Conn, now int64) {
 		c.mu.Lock()
 		isStuck := c.stuckSince != 0 && now-c.stuckSince >= stuck
 		// Heartbeats only keep an idle connection open: one with bytes waiting is not idle.
-		idle := len(c.queue) == 0 && len(c.unwritten) == 0 && !c.closing
+		idle := len(c.queue) == 0 && len(c.unwritten) == 0 && !c.closing && c.writingSince.Load() == 0
 		c.mu.Unlock()
 		if isStuck {
 			s.finish(c, ReasonStuck)

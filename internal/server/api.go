@@ -10,15 +10,19 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/crier-push/crier/internal/auth"
 	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/hub"
 	"github.com/crier-push/crier/internal/transport"
 )
 
-// api serves section 4 of the contract: publishing, history, channel info and presence.
+// api serves section 4 of the contract: publishing, history, channel info and presence, each
+// with the rights of section 7: publishing needs the publish right on the channel, reading
+// (history, info, presence) the subscribe right, clearing history the admin API (an API key).
 type api struct {
 	hub            *hub.Hub
 	maxMessageSize int
+	g              *guards // auth and limits; nil allows everything
 }
 
 const (
@@ -28,12 +32,54 @@ const (
 )
 
 func (a *api) register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/channels/{channel}", a.publish)
-	mux.HandleFunc("POST /v1/publish", a.publishBatch)
-	mux.HandleFunc("GET /v1/channels/{channel}/messages", a.history)
-	mux.HandleFunc("DELETE /v1/channels/{channel}/messages", a.clear)
-	mux.HandleFunc("GET /v1/channels/{channel}", a.info)
-	mux.HandleFunc("GET /v1/channels/{channel}/presence", a.presence)
+	handle := func(pattern string, f http.HandlerFunc) {
+		if a.g != nil {
+			mux.Handle(pattern, a.g.plain(f))
+			return
+		}
+		mux.Handle(pattern, f)
+	}
+	handle("POST /v1/channels/{channel}", a.publish)
+	handle("POST /v1/publish", a.publishBatch)
+	handle("GET /v1/channels/{channel}/messages", a.history)
+	handle("DELETE /v1/channels/{channel}/messages", a.clear)
+	handle("GET /v1/channels/{channel}", a.info)
+	handle("GET /v1/channels/{channel}/presence", a.presence)
+}
+
+// identify authenticates r. A bad credential is answered (401) and ok is false.
+func (a *api) identify(w http.ResponseWriter, r *http.Request) (id *auth.Identity, ok bool) {
+	if a.g == nil || a.g.auth == nil {
+		return nil, true
+	}
+	id, err := a.g.auth.Authenticate(r)
+	if err != nil {
+		transport.WriteError(w, transport.AuthError(err))
+		return nil, false
+	}
+	return id, true
+}
+
+// authorize authenticates r and checks one right of its identity, answering a failure (401
+// or 403) itself.
+func (a *api) authorize(w http.ResponseWriter, r *http.Request, check func(*auth.Identity) error) (*auth.Identity, bool) {
+	id, ok := a.identify(w, r)
+	if !ok || a.g == nil || a.g.auth == nil {
+		return id, ok
+	}
+	if err := check(id); err != nil {
+		transport.WriteError(w, transport.AuthError(err))
+		return nil, false
+	}
+	return id, true
+}
+
+// allow takes n publishes from the rate limits of id and r's client; granted may be fewer.
+func (a *api) allow(id *auth.Identity, r *http.Request, n int) (granted int, retry time.Duration) {
+	if a.g == nil || a.g.publishRate == nil {
+		return n, 0
+	}
+	return a.g.publishRate.Allow(id, a.g.clientKey(r), n)
 }
 
 // published is the answer to a publish.
@@ -60,6 +106,14 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	name, err := channelParam(r)
 	if err != nil {
 		transport.WriteError(w, err)
+		return
+	}
+	id, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckPublish(name) })
+	if !ok {
+		return
+	}
+	if n, retry := a.allow(id, r, 1); n < 1 {
+		rateLimited(w, retry)
 		return
 	}
 	q := r.URL.Query()
@@ -108,7 +162,10 @@ func bodyError(err error, limit int) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return transport.Errorf(http.StatusRequestEntityTooLarge, "message_too_large",
-			fmt.Sprintf("body is larger than %d bytes", limit))
+			fmt.Sprintf("body is larger than %d bytes", min(int64(limit), mbe.Limit)))
+	}
+	if isTimeout(err) {
+		return transport.Errorf(http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time")
 	}
 	return transport.BadRequest("bad_body", fmt.Errorf("reading body: %w", err))
 }
@@ -137,7 +194,11 @@ type errorField struct {
 }
 
 func (a *api) publishBatch(w http.ResponseWriter, r *http.Request) {
-	limit := max(1<<20, 16*a.maxMessageSize)
+	id, ok := a.identify(w, r)
+	if !ok {
+		return
+	}
+	limit := max(1<<20, 16*a.maxMessageSize) // config.Config.MaxBodySize
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
 	if err != nil {
 		transport.WriteError(w, bodyError(err, limit))
@@ -156,14 +217,41 @@ func (a *api) publishBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	pubs := make([]hub.Publication, len(req.Messages))
 	results := make([]batchResult, len(req.Messages))
+	var allowed []int           // the messages that may be published, in order
+	var denied *transport.Error // the first auth failure
 	for i, m := range req.Messages {
 		p, err := a.batchPublication(m)
+		if err == nil && a.g != nil && a.g.auth != nil {
+			if aerr := id.CheckPublish(m.Channel); aerr != nil {
+				err = transport.AuthError(aerr)
+				if denied == nil {
+					denied = transport.AuthError(aerr)
+				}
+			}
+		}
 		if err != nil {
 			results[i].Error = errorFieldOf(err)
 			pubs[i] = hub.Publication{Channel: ""} // fails validation in the hub; the result above stands
 			continue
 		}
 		pubs[i] = p
+		allowed = append(allowed, i)
+	}
+	if len(allowed) == 0 && denied != nil && denied.Status == http.StatusUnauthorized {
+		// Nothing may be published without a credential: the request, not each message, needs one.
+		transport.WriteError(w, denied)
+		return
+	}
+	if granted, retry := a.allow(id, r, len(allowed)); granted < len(allowed) {
+		if granted == 0 {
+			rateLimited(w, retry)
+			return
+		}
+		// The first ones go; the rest are refused one by one, to be sent again.
+		for _, i := range allowed[granted:] {
+			results[i].Error = &errorField{Code: "rate_limited", Message: rateMessage(retry)}
+			pubs[i] = hub.Publication{Channel: ""}
+		}
 	}
 	res, err := a.hub.Publish(r.Context(), pubs)
 	if err != nil {
@@ -228,6 +316,9 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
+	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
+		return
+	}
 	q := r.URL.Query()
 	limit := defaultHistory
 	if s := q.Get("limit"); s != "" {
@@ -282,6 +373,9 @@ func (a *api) clear(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
+	if _, ok := a.authorize(w, r, (*auth.Identity).CheckAdmin); !ok {
+		return
+	}
 	st, err := a.hub.Clear(r.Context(), name)
 	if err != nil {
 		transport.WriteError(w, err)
@@ -296,6 +390,9 @@ func (a *api) info(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
+	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
+		return
+	}
 	info, err := a.hub.Info(r.Context(), name)
 	if err != nil {
 		transport.WriteError(w, err)
@@ -308,6 +405,9 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request) {
 	name, err := channelParam(r)
 	if err != nil {
 		transport.WriteError(w, err)
+		return
+	}
+	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
 		return
 	}
 	clients, err := a.hub.Presence(r.Context(), name)

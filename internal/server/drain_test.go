@@ -169,13 +169,13 @@ func TestDrain(t *testing.T) {
 	// A connection that is open and idle, and a publish under way: its head is read and its
 	// handler waits for the body (the 100 Continue says so).
 	idle := dialRawHTTP(t, ts.URL)
-	idle.write(t, "GET /readyz HTTP/1.1\r\nHost: crier\r\n\r\n")
+	idle.write(t, "GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	if res, body := idle.response(t, "GET"); res.StatusCode != 200 {
 		t.Fatalf("/readyz before the drain: %d %s", res.StatusCode, body)
 	}
 	const inflight = `{"n":2,"in":"flight"}`
 	pub := dialRawHTTP(t, ts.URL)
-	pub.write(t, "POST /v1/channels/"+a+" HTTP/1.1\r\nHost: crier\r\nContent-Type: application/json\r\n"+
+	pub.write(t, "POST /v1/channels/"+a+" HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"+
 		"Expect: 100-continue\r\nContent-Length: "+itoa(len(inflight))+"\r\n\r\n")
 	_ = pub.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if line, err := pub.br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
@@ -211,7 +211,7 @@ func TestDrain(t *testing.T) {
 	}
 
 	// Readiness fails, on a connection that was already open.
-	idle.write(t, "GET /readyz HTTP/1.1\r\nHost: crier\r\n\r\n")
+	idle.write(t, "GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	res, body := idle.response(t, "GET")
 	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"draining"`) {
 		t.Fatalf("/readyz while draining: %d %s", res.StatusCode, body)

@@ -4,7 +4,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,13 +17,18 @@ import (
 	"github.com/crier-push/crier/internal/hub"
 	"github.com/crier-push/crier/internal/metrics"
 	"github.com/crier-push/crier/internal/transport"
+	"github.com/crier-push/crier/internal/transport/iframe"
+	"github.com/crier-push/crier/internal/transport/multipart"
+	"github.com/crier-push/crier/internal/transport/poll"
 	"github.com/crier-push/crier/internal/transport/sse"
+	"github.com/crier-push/crier/internal/transport/stream"
 	"github.com/crier-push/crier/internal/transport/ws"
 	"github.com/crier-push/crier/internal/web"
 )
 
 // Transports lists every push transport a node serves.
-var Transports = []transport.Transport{sse.Transport, ws.Transport}
+var Transports = []transport.Transport{sse.Transport, ws.Transport, stream.Transport,
+	multipart.Transport, iframe.Transport, poll.Transport}
 
 // Server is one Crier node.
 type Server struct {
@@ -36,22 +40,37 @@ type Server struct {
 	metrics *metrics.Metrics
 	http    *http.Server
 	drain   chan struct{}
+	// g holds auth, origins and limits (limits.go).
+	g guards
 	// requests counts HTTP requests under way, which the drain waits for.
 	requests atomic.Int64
 }
 
 // New builds a node from cfg without listening yet.
 func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
+	authz, err := newAuthorizer(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	g, err := newGuards(cfg, authz)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig, err := newTLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStore(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, store: st, drain: make(chan struct{})}
+	s := &Server{cfg: cfg, log: logger, store: st, drain: make(chan struct{}), g: g}
 	conns, err := conn.NewServer(conn.Config{
-		Limits:      conn.Limits{QueueItems: cfg.QueueSize, QueueBytes: cfg.QueueBytes},
-		Heartbeat:   cfg.Heartbeat,
-		MaxLifetime: cfg.MaxLifetime,
-		Logger:      logger,
+		Limits:       conn.Limits{QueueItems: cfg.QueueSize, QueueBytes: cfg.QueueBytes},
+		Heartbeat:    cfg.Heartbeat,
+		MaxLifetime:  cfg.MaxLifetime,
+		WriteTimeout: cfg.WriteTimeout,
+		Logger:       logger,
 	})
 	if err != nil {
 		_ = st.Close()
@@ -63,11 +82,12 @@ func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
 	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
 		Observer: s.metrics, Logger: logger})
 	s.http = &http.Server{
-		Handler:           s.track(s.routes()),
+		Handler:           s.track(s.g.guard(s.routes())),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig, // nil: plain HTTP (tls.go)
 	}
 	return s, nil
 }
@@ -79,17 +99,18 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	env := &transport.Env{Hub: s.hub, Conns: s.conns, Formats: &hub.Formats{}, Logger: s.log,
 		Observer: s.metrics, MaxChannels: s.cfg.MaxSubscriptions, MaxMessageSize: s.cfg.MaxMessageSize,
-		SSERetry: s.cfg.SSERetry, SubscribeTimeout: 30 * time.Second}
+		SSERetry: s.cfg.SSERetry, SubscribeTimeout: 30 * time.Second,
+		Auth: s.g.auth, Origins: s.g.origins, PublishRate: s.g.publishRate, ClientKey: s.g.clientKey}
 	for _, t := range Transports {
-		mux.Handle(t.Pattern, t.New(env))
+		mux.Handle(t.Pattern, s.g.counted(t.New(env)))
 	}
-	(&api{hub: s.hub, maxMessageSize: s.cfg.MaxMessageSize}).register(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	(&api{hub: s.hub, maxMessageSize: s.cfg.MaxMessageSize, g: &s.g}).register(mux)
+	mux.Handle("GET /healthz", s.g.plain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
+	})))
+	mux.Handle("GET /readyz", s.g.plain(http.HandlerFunc(s.readyz)))
 	web.Register(mux) // the demo page at / exactly, /crier.js, /crier.d.ts
-	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /metrics", s.g.plain(s.metrics.Handler()))
 	return jsonErrors(mux)
 }
 
@@ -164,7 +185,7 @@ func (s *Server) track(h http.Handler) http.Handler {
 //  1. /readyz answers 503, and the listener closes: no new connections;
 //  2. requests under way, publishes among them, finish and are answered, and connections
 //     already open are still served meanwhile, each for one last request;
-//  3. the HTTP server shuts down;
+//  3. the HTTP server shuts down (HTTP/2 streams, which net/http carries, end in step 4);
 //  4. every subscriber gets crier.reconnect, after the messages of those publishes, and its
 //     connection ends once that is written; connections left are closed with a goodbye;
 //  5. the store closes.
@@ -172,9 +193,11 @@ func (s *Server) track(h http.Handler) http.Handler {
 // Steps 2-3 and step 4 may each take up to cfg.DrainDelay.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ln = &onceCloseListener{Listener: ln}
+	stopAuth := startAuth(s.g.auth, s.log)
+	defer stopAuth()
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
-	s.log.Info("crier listening", "addr", ln.Addr().String(), "memory", s.cfg.Memory, "data_dir", s.cfg.DataDir)
+	go func() { errc <- s.serveHTTP(ln) }()
+	s.log.Info("crier listening", "addr", ln.Addr().String(), "scheme", s.scheme(), "memory", s.cfg.Memory, "data_dir", s.cfg.DataDir)
 	select {
 	case err := <-errc:
 		s.shutdown()
@@ -187,23 +210,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
 	defer cancel()
 	s.waitRequests(hctx)
-	if err := s.http.Shutdown(hctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("http shutdown", "err", err)
-	}
+	waitHTTP := s.shutdownHTTP(hctx)
 	s.hub.Drain(reconnectAfter)
 	cctx, cancel2 := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
 	defer cancel2()
 	s.conns.CloseAll(cctx, conn.ReasonDrain)
+	waitHTTP()
 	s.shutdown()
 	s.log.Info("stopped")
 	return nil
 }
 
-// waitRequests waits until no request is under way, or ctx ends.
+// waitRequests waits until no request is under way, or ctx ends. Streams written through
+// net/http (HTTP/2) are not requests under way: the hub's drain ends them (tls.go).
 func (s *Server) waitRequests(ctx context.Context) {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.requests.Load() > 0 {
+	for s.underWay() > 0 {
 		select {
 		case <-ctx.Done():
 			return

@@ -269,9 +269,9 @@ func TestSlowSubscribers(t *testing.T) {
 
 	// Slow subscribers send their request and never read.
 	path := "/v1/sse?channel=" + url.QueryEscape(ch)
-	slowSSE := dialRawSubscriber(t, ts.URL, "GET "+path+" HTTP/1.1\r\nHost: crier\r\n\r\n")
+	slowSSE := dialRawSubscriber(t, ts.URL, "GET "+path+" HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	path = "/v1/ws?channel=" + url.QueryEscape(ch)
-	slowWS := dialRawSubscriber(t, ts.URL, "GET "+path+" HTTP/1.1\r\nHost: crier\r\n"+wsUpgradeHead)
+	slowWS := dialRawSubscriber(t, ts.URL, "GET "+path+" HTTP/1.1\r\nHost: localhost\r\n"+wsUpgradeHead)
 	subscriberCount(t, ts.URL, ch, 4)
 	conns := ts.Server.conns
 	if n := conns.SlowDisconnects(); n != 0 {

@@ -10,6 +10,8 @@ import (
 	"github.com/crier-push/crier/internal/auth"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
+	"github.com/crier-push/crier/internal/limit"
+	"github.com/crier-push/crier/internal/origin"
 )
 
 // Observer counts connections per transport, for metrics.
@@ -26,12 +28,28 @@ type Env struct {
 	Logger   *slog.Logger
 	Observer Observer
 	// Auth authenticates requests; nil admits everyone (see Admit).
-	Auth           *auth.Authorizer
+	Auth *auth.Authorizer
+	// Origins is the --allow-origin list; the WebSocket handshake checks it (nil: same
+	// origin or no Origin header only).
+	Origins *origin.List
+	// PublishRate limits the WebSocket publish op as it limits HTTP publishes (nil: none).
+	PublishRate *limit.Publish
+	// ClientKey names the client of a request for per-IP limits (limit.Key of its address);
+	// nil uses the TCP peer.
+	ClientKey      func(r *http.Request) string
 	MaxChannels    int // subscriptions per connection
 	MaxMessageSize int
 	SSERetry       time.Duration
 	// SubscribeTimeout bounds how long catching up from the store may take.
 	SubscribeTimeout time.Duration
+}
+
+// Client returns the key a request's client is counted under for per-IP limits.
+func (e *Env) Client(r *http.Request) string {
+	if e.ClientKey != nil {
+		return e.ClientKey(r)
+	}
+	return limit.Proxies(nil).ClientKey(r)
 }
 
 // Transport is one registered push transport.

@@ -31,6 +31,17 @@ func (s *Subs) Has(name string) bool {
 	return s.subs[name] != nil
 }
 
+// Names returns the channels subscribed, and those whose subscription is under way.
+func (s *Subs) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.subs))
+	for name := range s.subs {
+		names = append(names, name)
+	}
+	return names
+}
+
 // Subscribe subscribes through h and keeps the subscription. It reports false, and subscribes
 // nothing, when the channel is already subscribed.
 func (s *Subs) Subscribe(ctx context.Context, h *hub.Hub, req hub.SubscribeRequest) (bool, error) {

@@ -1,5 +1,16 @@
 // Package sse is the Server-Sent Events transport: GET /v1/sse streams text/event-stream with
 // the cursor as each event's id, so that EventSource resumes by itself with Last-Event-ID.
+//
+// The request is authenticated and checked against every channel it names (transport.Env.Admit)
+// before anything is subscribed: 401 or 403 with the API's JSON error. When the token expires
+// (its exp plus the leeway) the stream ends with one last event,
+//
+//	event: crier.token_expired
+//	data: {"error":{"code":"token_expired","message":"…"}}
+//
+// without an id, so that the browser's lastEventId still holds the cursor: the client gets a
+// fresh token and reconnects with it and Last-Event-ID (EventSource itself would retry with the
+// expired token in its URL, and be refused with 401).
 package sse
 
 import (
@@ -7,6 +18,8 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
@@ -35,9 +48,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, transport.Errorf(http.StatusBadRequest, "no_channel", "name at least one channel= or a cursor="))
 		return
 	}
-	nc, brw, err := http.NewResponseController(w).Hijack()
+	id, err := h.env.Admit(r, targets)
 	if err != nil {
-		transport.WriteError(w, transport.Errorf(http.StatusHTTPVersionNotSupported, "unsupported_protocol", "SSE needs HTTP/1.1 here"))
+		transport.WriteError(w, err)
 		return
 	}
 	st := &stream{h: h}
@@ -50,19 +63,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.tracker.Set(t.Channel, *t.Since)
 		}
 	}
-	c, err := h.env.Conns.Take(nc, st)
+	// Hijacked over HTTP/1.x; over HTTP/2 attached, its head written through w (conn.Accept).
+	c, buffered, err := h.env.Conns.Accept(w, r, st)
 	if err != nil {
-		_ = nc.Close()
 		h.env.Logger.Warn("sse: cannot take connection", "err", err)
 		return
 	}
 	st.c = c
+	st.release = transport.KeepConnSlot(r)
 	h.env.Observer.Connected("sse", 1)
-	c.Send(h.head(r))
-	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	c.Send(h.head(c, w.Header()))
 	if err := h.env.Conns.Start(c, buffered); err != nil {
 		return
 	}
+	st.expireAt(id.Expires())
 	ctx, cancel := context.WithTimeout(context.Background(), h.env.SubscribeTimeout)
 	defer cancel()
 	client := hub.ClientInfo{Client: transport.NewClientID(), Transport: "sse"}
@@ -70,19 +84,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if _, err := st.subs.Subscribe(ctx, h.env.Hub, hub.SubscribeRequest{Channel: t.Channel, Since: t.Since, Sink: c, Client: client}); err != nil {
 			e := transport.AsError(err)
 			c.Close(conn.Reason{Code: e.Code, Message: e.Message})
-			return
+			break
 		}
 	}
+	h.env.Conns.Serve(c) // an attached connection is written until it ends
 }
 
-// head is the response head, written straight to the socket, and the reconnection delay.
-func (h *handler) head(r *http.Request) []byte {
+// head is the response head, written straight to the socket, and the reconnection delay. It
+// carries the CORS fields the server set on the ResponseWriter. On an attached connection
+// (HTTP/2) the head's fields are set on hdr instead.
+func (h *handler) head(c *conn.Conn, hdr http.Header) []byte {
 	b := make([]byte, 0, 256)
+	if c.Attached() {
+		hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
+		hdr.Set("Cache-Control", "no-cache, no-store")
+		hdr.Set("X-Accel-Buffering", "no")
+		b = append(b, "retry: "...)
+		b = strconv.AppendInt(b, h.env.SSERetry.Milliseconds(), 10)
+		return append(b, "\n\n"...)
+	}
 	b = append(b, "HTTP/1.1 200 OK\r\n"+
 		"Content-Type: text/event-stream; charset=utf-8\r\n"+
 		"Cache-Control: no-cache, no-store\r\n"+
 		"X-Accel-Buffering: no\r\n"+
-		"Connection: close\r\n\r\n"...)
+		"Connection: close\r\n"...)
+	b = transport.AppendCORSFields(b, hdr)
+	b = append(b, "\r\n"...)
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, h.env.SSERetry.Milliseconds(), 10)
 	return append(b, "\n\n"...)
@@ -92,9 +119,14 @@ func (h *handler) head(r *http.Request) []byte {
 type stream struct {
 	h       *handler
 	c       *conn.Conn
+	release func() // the connection's count against the connection limits
 	subs    transport.Subs
-	tracker transport.Tracker // writer-owned
-	scratch []byte            // writer-owned: a multi-channel cursor
+
+	expiryMu sync.Mutex
+	expiry   *time.Timer // ends the stream when the token expires
+	closed   bool
+	tracker  transport.Tracker // writer-owned
+	scratch  []byte            // writer-owned: a multi-channel cursor
 }
 
 func (s *stream) Render(dst []byte, it *conn.Item) ([]byte, bool) {
@@ -165,7 +197,32 @@ func splitData(dst []byte, start int) []byte {
 
 func (s *stream) Heartbeat(dst []byte) []byte { return append(dst, ":\n\n"...) }
 
+// reasonExpired closes a stream whose token has expired.
+var reasonExpired = transport.ReasonTokenExpired
+
+// expireAt ends the stream at t, when its token's rights end; the zero t is never.
+func (s *stream) expireAt(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	s.expiryMu.Lock()
+	defer s.expiryMu.Unlock()
+	if !s.closed {
+		s.expiry = time.AfterFunc(time.Until(t), func() { s.c.Close(reasonExpired) })
+	}
+}
+
+// expiredEvent is the event that ends a stream whose token expired, without an id.
+func expiredEvent(dst []byte, reason conn.Reason) []byte {
+	dst = append(dst, "event: "+transport.EventTokenExpired+"\ndata: "...)
+	dst = append(dst, transport.ReasonData(reason)...)
+	return append(dst, "\n\n"...)
+}
+
 func (s *stream) Goodbye(dst []byte, reason conn.Reason) []byte {
+	if reason.Code == reasonExpired.Code {
+		return expiredEvent(dst, reason)
+	}
 	dst = append(dst, ": closing: "...)
 	dst = append(dst, reason.Code...)
 	return append(dst, "\n\n"...)
@@ -175,6 +232,15 @@ func (s *stream) Goodbye(dst []byte, reason conn.Reason) []byte {
 func (s *stream) Read(*conn.Conn, []byte) error { return nil }
 
 func (s *stream) Closed(*conn.Conn, conn.Reason) {
+	s.expiryMu.Lock()
+	s.closed = true
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.expiryMu.Unlock()
+	if s.release != nil {
+		s.release()
+	}
 	s.subs.Close()
 	s.h.env.Observer.Connected("sse", -1)
 }

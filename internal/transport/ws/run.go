@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gobwas/ws"
 
+	"github.com/crier-push/crier/internal/auth"
 	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
@@ -31,7 +33,9 @@ func (s *session) run(cmd Command) {
 		err = s.history(ctx, cmd)
 	case "presence":
 		err = s.presence(ctx, cmd)
-	case "auth", "ping":
+	case "auth":
+		err = s.authenticate(ctx, cmd)
+	case "ping":
 		s.reply(cmd.ID)
 	default:
 		err = badCommand("unknown op %q", truncate(cmd.Op, 32))
@@ -48,6 +52,9 @@ func alreadySubscribed(name string) error {
 func (s *session) subscribe(ctx context.Context, cmd Command) error {
 	since, err := parseSince(cmd.Since)
 	if err != nil {
+		return err
+	}
+	if err := s.may((*auth.Identity).CheckSubscribe, cmd.Channel); err != nil {
 		return err
 	}
 	if s.subs.Has(cmd.Channel) {
@@ -95,6 +102,14 @@ func (s *session) publish(ctx context.Context, cmd Command) error {
 		return transport.Errorf(http.StatusRequestEntityTooLarge, "message_too_large",
 			fmt.Sprintf("data is larger than %d bytes", s.h.env.MaxMessageSize))
 	}
+	if err := s.may((*auth.Identity).CheckPublish, cmd.Channel); err != nil {
+		return err
+	}
+	if n, retry := s.h.env.PublishRate.Allow(s.identity(), s.clientKey, 1); n < 1 {
+		secs := max(1, int64((retry+time.Second-1)/time.Second))
+		return transport.Errorf(http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("publishing faster than this server allows; retry in %d s", secs))
+	}
 	res, err := s.h.env.Hub.Publish(ctx, []hub.Publication{{Channel: cmd.Channel, Event: cmd.Event,
 		ContentType: "application/json", Data: []byte(cmd.Data)}})
 	if err != nil {
@@ -115,6 +130,9 @@ const defaultHistoryLimit = 100
 func (s *session) history(ctx context.Context, cmd Command) error {
 	since, err := parseSince(cmd.Since)
 	if err != nil {
+		return err
+	}
+	if err := s.may((*auth.Identity).CheckSubscribe, cmd.Channel); err != nil {
 		return err
 	}
 	limit := cmd.Limit
@@ -142,11 +160,89 @@ func (s *session) history(ctx context.Context, cmd Command) error {
 }
 
 func (s *session) presence(ctx context.Context, cmd Command) error {
+	if err := s.may((*auth.Identity).CheckSubscribe, cmd.Channel); err != nil {
+		return err
+	}
 	clients, err := s.h.env.Hub.Presence(ctx, cmd.Channel)
 	if err != nil {
 		return err
 	}
 	s.reply(cmd.ID, member{"clients", jsonValue(clients)})
+	return nil
+}
+
+// reasonExpired closes a connection whose token has expired: 1008 "token_expired: …".
+var reasonExpired = transport.ReasonTokenExpired
+
+// identity returns the connection's identity.
+func (s *session) identity() *auth.Identity {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.id
+}
+
+// may checks one right of the connection's identity on a channel; without an authorizer
+// (tests, embedded use) everything is allowed.
+func (s *session) may(check func(*auth.Identity, string) error, ch string) error {
+	if s.h.env.Auth == nil {
+		return nil
+	}
+	if err := check(s.identity(), ch); err != nil {
+		return transport.AuthError(err)
+	}
+	return nil
+}
+
+// setIdentity makes id the connection's identity, and closes the connection when it expires.
+func (s *session) setIdentity(id *auth.Identity) {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	s.id = id
+	s.armLocked(id)
+}
+
+// armLocked sets the timer that closes the connection when id expires, in place of any other.
+// The caller holds idMu.
+func (s *session) armLocked(id *auth.Identity) {
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	exp := id.Expires()
+	if exp.IsZero() || s.idEnded {
+		return
+	}
+	s.expiry = time.AfterFunc(time.Until(exp), func() {
+		s.idMu.Lock()
+		current := s.id == id
+		s.idMu.Unlock()
+		if current {
+			s.c.Close(reasonExpired)
+		}
+	})
+}
+
+// authenticate is the auth op: the token, an API key or a JWT, becomes the connection's
+// identity, provided it may read every channel the connection follows.
+func (s *session) authenticate(ctx context.Context, cmd Command) error {
+	a := s.h.env.Auth
+	if a == nil {
+		s.reply(cmd.ID)
+		return nil
+	}
+	id, err := a.AuthenticateToken(ctx, cmd.Token)
+	if err != nil {
+		return transport.AuthError(err)
+	}
+	for _, ch := range s.subs.Names() {
+		if err := id.CheckSubscribe(ch); err != nil {
+			e := transport.AuthError(err)
+			e.Message = "the new token may not read " + ch + ", which this connection follows (" + e.Message + "); unsubscribe first"
+			return e
+		}
+	}
+	s.setIdentity(id)
+	s.reply(cmd.ID)
 	return nil
 }
 

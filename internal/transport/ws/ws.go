@@ -20,11 +20,24 @@
 //     subscription starts and the connection's cursor with it. It is written in place of the
 //     subscription's start, so it precedes the subscription's first message.
 //   - history takes limit 1 to 1000, 100 when absent, as over HTTP.
+//   - Auth (SPEC section 7): the handshake is refused with the API's JSON error before the
+//     upgrade for an origin --allow-origin does not allow (403 origin_not_allowed), a bad
+//     credential (401) and a query channel the credential may not read (401 or 403). A
+//     connection without a credential is anonymous until an auth op brings one. subscribe,
+//     history and presence need the subscribe right on their channel, publish the publish
+//     right, and publish is held to --publish-rate; refusals are error replies with the codes
+//     of the HTTP API (unauthorized, forbidden, token_expired, rate_limited). The auth op
+//     replaces the connection's identity: a bad token gets an error reply and the connection
+//     keeps the identity it had; a token that may not read a channel the connection follows is
+//     refused (forbidden) rather than cutting the subscription. When the identity's token
+//     expires (exp plus the leeway) the connection is closed with 1008 "token_expired: …",
+//     unless an auth op replaced it first.
 //   - Close codes: 1000 the client's close echoed (its code), or the maximum lifetime; 1001
 //     draining; 1002 protocol errors; 1003 a binary frame; 1007 text that is not UTF-8 (a
-//     fragmented message fails as soon as its bytes cannot become UTF-8); 1008 a slow client
-//     or too many commands waiting; 1009 a frame or message over the maximum message size
-//     plus 1 KiB for the command around it. The reason is "code: message" as in the API.
+//     fragmented message fails as soon as its bytes cannot become UTF-8); 1008 a slow client,
+//     too many commands waiting, or an expired token; 1009 a frame or message over the maximum
+//     message size plus 1 KiB for the command around it. The reason is "code: message" as in
+//     the API.
 package ws
 
 import (
@@ -39,10 +52,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
+	"github.com/crier-push/crier/internal/auth"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
 	"github.com/crier-push/crier/internal/transport"
@@ -84,7 +99,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, err)
 		return
 	}
-	s := &session{h: h, client: hub.ClientInfo{Client: transport.NewClientID(), Transport: "ws"}}
+	// Browsers let any page open a WebSocket to any host, cookies included: the origin is the
+	// only thing that tells this site's pages from another's.
+	if v, from := h.env.Origins.Check(r); !v.Allowed() {
+		transport.WriteError(w, transport.Errorf(http.StatusForbidden, "origin_not_allowed",
+			"WebSocket connections from the web origin "+strconv.Quote(truncate(from, 100))+" are not allowed here"))
+		return
+	}
+	id, err := h.env.Admit(r, targets)
+	if err != nil {
+		transport.WriteError(w, err)
+		return
+	}
+	s := &session{h: h, client: hub.ClientInfo{Client: transport.NewClientID(), Transport: "ws"},
+		id: id, clientKey: h.env.Client(r)}
 	s.subs.Observer = h.env.Observer
 	// The query's subscriptions are made before the handshake is answered, so that a client
 	// that has the 101 has them: a message published after it reaches the client. Until the
@@ -122,10 +150,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// that has it has a connection the server knows (a drain reaches it), with the query's
 	// subscriptions active.
 	s.accept = switchingProtocols(r.Header.Get("Sec-WebSocket-Key"))
+	s.release = transport.KeepConnSlot(r)
 	h.env.Observer.Connected("ws", 1)
 	s.open(c)
 	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	_ = h.env.Conns.Start(c, buffered) // on error, Closed has run
+	if err := h.env.Conns.Start(c, buffered); err != nil {
+		return // Closed has run
+	}
+	// The handshake's identity expires; an auth op that already replaced it set its own timer.
+	s.idMu.Lock()
+	if s.id == id {
+		s.armLocked(id)
+	}
+	s.idMu.Unlock()
 }
 
 // switchingProtocols is the answer to a valid opening handshake (RFC 6455 section 4.2.2).
@@ -177,10 +214,18 @@ func hasToken(v, token string) bool {
 
 // session is one WebSocket connection.
 type session struct {
-	h      *handler
-	c      *conn.Conn // set by open
-	client hub.ClientInfo
-	subs   transport.Subs
+	h         *handler
+	c         *conn.Conn // set by open
+	client    hub.ClientInfo
+	subs      transport.Subs
+	clientKey string // the client's address, for per-IP publish limits
+	release   func() // the connection's count against the connection limits
+
+	// The connection's identity, and the timer that closes it when the identity expires.
+	idMu    sync.Mutex
+	id      *auth.Identity
+	expiry  *time.Timer
+	idEnded bool // Closed has run: no timer any more
 
 	// Until open, frames delivered to the query's subscriptions wait in held.
 	opened atomic.Bool
@@ -497,6 +542,15 @@ func (s *session) Goodbye(dst []byte, reason conn.Reason) []byte {
 const maxCloseReason = 123
 
 func (s *session) Closed(*conn.Conn, conn.Reason) {
+	s.idMu.Lock()
+	s.idEnded = true
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.idMu.Unlock()
+	if s.release != nil {
+		s.release()
+	}
 	s.subs.Close()
 	s.h.env.Observer.Connected("ws", -1)
 }
