@@ -311,12 +311,8 @@ func errorFieldOf(err error) *errorField {
 }
 
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
-	name, err := channelParam(r)
-	if err != nil {
-		transport.WriteError(w, err)
-		return
-	}
-	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
+	name, ok := a.readable(w, r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
@@ -384,13 +380,21 @@ func (a *api) clear(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "epoch": st.Epoch, "offset": st.Offset})
 }
 
-func (a *api) info(w http.ResponseWriter, r *http.Request) {
+// readable returns the request's channel when the caller may read it (the subscribe right);
+// otherwise it has answered w.
+func (a *api) readable(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name, err := channelParam(r)
 	if err != nil {
 		transport.WriteError(w, err)
-		return
+		return "", false
 	}
-	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
+	_, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) })
+	return name, ok
+}
+
+func (a *api) info(w http.ResponseWriter, r *http.Request) {
+	name, ok := a.readable(w, r)
+	if !ok {
 		return
 	}
 	info, err := a.hub.Info(r.Context(), name)
@@ -402,12 +406,8 @@ func (a *api) info(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) presence(w http.ResponseWriter, r *http.Request) {
-	name, err := channelParam(r)
-	if err != nil {
-		transport.WriteError(w, err)
-		return
-	}
-	if _, ok := a.authorize(w, r, func(id *auth.Identity) error { return id.CheckSubscribe(name) }); !ok {
+	name, ok := a.readable(w, r)
+	if !ok {
 		return
 	}
 	clients, err := a.hub.Presence(r.Context(), name)

@@ -35,3 +35,21 @@ func AuthError(err error) *Error {
 	status, code, message := auth.HTTPError(err)
 	return &Error{Status: status, Code: code, Message: message, Challenge: auth.Challenge(err)}
 }
+
+// AdmitSubscribe is the start every subscribe endpoint shares: it parses the request's
+// channels and positions (lastEventID is SSE's Last-Event-ID, "" elsewhere), requires at least
+// one channel, and admits the request. On failure it has answered w and ok is false.
+func (e *Env) AdmitSubscribe(w http.ResponseWriter, r *http.Request, lastEventID string) (targets []Target, id *auth.Identity, ok bool) {
+	targets, err := SubscribeParams(r.URL.Query(), lastEventID, e.MaxChannels)
+	if err == nil && len(targets) == 0 {
+		err = Errorf(http.StatusBadRequest, "no_channel", "name at least one channel= or a cursor=")
+	}
+	if err == nil {
+		id, err = e.Admit(r, targets)
+	}
+	if err != nil {
+		WriteError(w, err)
+		return nil, nil, false
+	}
+	return targets, id, true
+}

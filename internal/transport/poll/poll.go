@@ -127,18 +127,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, transport.BadRequest("invalid_wait", err))
 		return
 	}
-	targets, err := transport.SubscribeParams(q, "", h.env.MaxChannels)
-	if err != nil {
-		transport.WriteError(w, err)
-		return
-	}
-	if len(targets) == 0 {
-		transport.WriteError(w, transport.Errorf(http.StatusBadRequest, "no_channel", "name at least one channel= or a cursor="))
-		return
-	}
-	id, err := h.env.Admit(r, targets)
-	if err != nil {
-		transport.WriteError(w, err)
+	targets, id, ok := h.env.AdmitSubscribe(w, r, "")
+	if !ok {
 		return
 	}
 	p := &poller{h: h, inm: r.Header.Values("If-None-Match")}

@@ -39,18 +39,8 @@ func newHandler(env *transport.Env) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	targets, err := transport.SubscribeParams(r.URL.Query(), r.Header.Get("Last-Event-ID"), h.env.MaxChannels)
-	if err != nil {
-		transport.WriteError(w, err)
-		return
-	}
-	if len(targets) == 0 {
-		transport.WriteError(w, transport.Errorf(http.StatusBadRequest, "no_channel", "name at least one channel= or a cursor="))
-		return
-	}
-	id, err := h.env.Admit(r, targets)
-	if err != nil {
-		transport.WriteError(w, err)
+	targets, id, ok := h.env.AdmitSubscribe(w, r, r.Header.Get("Last-Event-ID"))
+	if !ok {
 		return
 	}
 	st := &stream{h: h}

@@ -47,18 +47,8 @@ var (
 )
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	targets, err := transport.SubscribeParams(r.URL.Query(), "", h.env.MaxChannels)
-	if err != nil {
-		transport.WriteError(w, err)
-		return
-	}
-	if len(targets) == 0 {
-		transport.WriteError(w, transport.Errorf(http.StatusBadRequest, "no_channel", "name at least one channel= or a cursor="))
-		return
-	}
-	id, err := h.env.Admit(r, targets)
-	if err != nil {
-		transport.WriteError(w, err)
+	targets, id, ok := h.env.AdmitSubscribe(w, r, "")
+	if !ok {
 		return
 	}
 	s := &session{h: h}
