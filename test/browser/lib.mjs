@@ -6,9 +6,13 @@
 //   CRIER_URL        a running Crier, e.g. http://127.0.0.1:8080 (required by the browser tests)
 //   CRIER_SHORT_URL  a Crier whose connections end soon (--max-lifetime 1500ms): the resume
 //                    tests run against it, and are skipped without it
+//   CRIER_RESTART_URL      a Crier with a durable store (not --memory) that is restarted during
+//                          the restart tests, on the same port and data directory
+//   CRIER_RESTART_CONTROL  the server whose POST /restart does that restart and answers 200
+//                          once the new node answers /healthz; without both, those tests skip
 //   CRIER_CHROMIUM   the browser binary; default /usr/bin/chromium
 //   CRIER_ARTIFACTS  where screenshots go; default test-artifacts/ at the repository root
-// go test ./internal/server -run Browser starts both servers and sets all of these.
+// go test ./internal/server -run Browser starts the servers and sets all of these.
 
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
@@ -23,6 +27,8 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 
 export const BASE = trimURL(process.env.CRIER_URL)
 export const SHORT_BASE = trimURL(process.env.CRIER_SHORT_URL)
+export const RESTART_BASE = trimURL(process.env.CRIER_RESTART_URL)
+export const RESTART_CONTROL = trimURL(process.env.CRIER_RESTART_CONTROL)
 export const CHROMIUM = process.env.CRIER_CHROMIUM || '/usr/bin/chromium'
 export const ARTIFACTS = process.env.CRIER_ARTIFACTS || path.resolve(here, '../../test-artifacts')
 
