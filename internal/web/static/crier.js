@@ -352,14 +352,11 @@ class SSEDriver {
   }
 }
 
-/** HTTP streaming: GET /v1/stream, chunked NDJSON read through fetch. */
-class StreamDriver {
-  static live = false
-  static supported() {
-    return typeof globalThis.fetch === 'function' && typeof globalThis.ReadableStream === 'function' &&
-      typeof globalThis.TextDecoder === 'function' && typeof globalThis.AbortController === 'function'
-  }
-
+/**
+ * What the fetch-based drivers share: an AbortController to end the request, and closing the
+ * link with a clear error when run() fails. Subclasses set label and implement run().
+ */
+class FetchDriver {
   constructor(link) {
     this.link = link
     this.isOpen = false
@@ -372,9 +369,24 @@ class StreamDriver {
       const wasOpen = this.isOpen
       this.isOpen = false
       this.link.closed({
-        error: new CrierError(wasOpen ? 'connection_lost' : 'connect_failed', `HTTP stream: ${err.message}`, {cause: err}),
+        error: new CrierError(wasOpen ? 'connection_lost' : 'connect_failed', `${this.label}: ${err.message}`, {cause: err}),
       })
     })
+  }
+
+  close() {
+    this.isOpen = false
+    this.abort.abort()
+  }
+}
+
+/** HTTP streaming: GET /v1/stream, chunked NDJSON read through fetch. */
+class StreamDriver extends FetchDriver {
+  label = 'HTTP stream'
+  static live = false
+  static supported() {
+    return typeof globalThis.fetch === 'function' && typeof globalThis.ReadableStream === 'function' &&
+      typeof globalThis.TextDecoder === 'function' && typeof globalThis.AbortController === 'function'
   }
 
   async run() {
@@ -422,35 +434,14 @@ class StreamDriver {
     this.isOpen = false
     if (!this.abort.signal.aborted) this.link.closed({reason: 'stream ended'})
   }
-
-  close() {
-    this.isOpen = false
-    this.abort.abort()
-  }
 }
 
 /** Long polling: GET /v1/poll?wait=N, one request after the other, each from the latest cursor. */
-class LongPollDriver {
+class LongPollDriver extends FetchDriver {
+  label = 'long poll'
   static live = false
   static supported() {
     return typeof globalThis.fetch === 'function' && typeof globalThis.AbortController === 'function'
-  }
-
-  constructor(link) {
-    this.link = link
-    this.isOpen = false
-    this.abort = new AbortController()
-  }
-
-  open() {
-    this.run().catch((err) => {
-      if (this.abort.signal.aborted) return
-      const wasOpen = this.isOpen
-      this.isOpen = false
-      this.link.closed({
-        error: new CrierError(wasOpen ? 'connection_lost' : 'connect_failed', `long poll: ${err.message}`, {cause: err}),
-      })
-    })
   }
 
   async run() {
@@ -484,11 +475,6 @@ class LongPollDriver {
       if (body.cursor) this.link.cursor(body.cursor)
       wait = this.link.pollWait
     }
-  }
-
-  close() {
-    this.isOpen = false
-    this.abort.abort()
   }
 }
 
