@@ -5,7 +5,6 @@ package server
 // that expire under a live connection.
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/crier-push/crier/internal/auth"
@@ -306,23 +304,6 @@ func subscribersWithKey(t testing.TB, base, ch string) int {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// wsDial opens a WebSocket with extra handshake headers.
-func wsDial(t testing.TB, rawURL string, header http.Header) *wsPeer {
-	t.Helper()
-	u := strings.Replace(rawURL, "http://", "ws://", 1)
-	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
-	nc, br, _, err := d.Dial(context.Background(), u)
-	if err != nil {
-		t.Fatalf("dial %s: %v", u, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	p := &wsPeer{t: t, nc: nc, r: nc}
-	if br != nil {
-		p.r = io.MultiReader(br, nc)
-	}
-	return p
-}
 
 func TestAuthWebSocket(t *testing.T) {
 	t.Parallel()

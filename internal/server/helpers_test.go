@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 
 	"github.com/crier-push/crier/internal/config"
 )
@@ -190,42 +189,20 @@ func (c *sseClient) NextEnvelope(t testing.TB) envelope {
 	return e
 }
 
-// wsClient is a WebSocket client over gobwas/ws.
-type wsClient struct {
-	conn net.Conn
-	t    testing.TB
-}
-
-func dialWS(t testing.TB, url string) *wsClient {
+// wsDial opens a WebSocket with extra handshake headers. It keeps what the handshake read past
+// the 101: the server may send resumed messages in the same segment.
+func wsDial(t testing.TB, rawURL string, header http.Header) *wsPeer {
 	t.Helper()
-	url = strings.Replace(url, "http://", "ws://", 1)
-	c, _, _, err := ws.Dial(context.Background(), url)
+	u := strings.Replace(rawURL, "http://", "ws://", 1)
+	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
+	nc, br, _, err := d.Dial(context.Background(), u)
 	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
+		t.Fatalf("dial %s: %v", u, err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &wsClient{conn: c, t: t}
-}
-
-func (c *wsClient) Send(v any) {
-	c.t.Helper()
-	b, _ := json.Marshal(v)
-	if err := wsutil.WriteClientText(c.conn, b); err != nil {
-		c.t.Fatal(err)
+	t.Cleanup(func() { nc.Close() })
+	p := &wsPeer{t: t, nc: nc, r: nc}
+	if br != nil {
+		p.r = io.MultiReader(br, nc)
 	}
-}
-
-// Read returns the next text message as a map.
-func (c *wsClient) Read() map[string]any {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, err := wsutil.ReadServerText(c.conn)
-	if err != nil {
-		c.t.Fatalf("ws read: %v", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		c.t.Fatalf("ws message not JSON: %q", b)
-	}
-	return m
+	return p
 }

@@ -7,7 +7,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -156,16 +155,8 @@ type wsBuffered struct {
 
 func dialWSBuffered(t testing.TB, rawURL string) *wsBuffered {
 	t.Helper()
-	nc, br, _, err := ws.Dial(context.Background(), strings.Replace(rawURL, "http://", "ws://", 1))
-	if err != nil {
-		t.Fatalf("dial %s: %v", rawURL, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &wsBuffered{nc: nc, r: nc}
-	if br != nil {
-		c.r = io.MultiReader(br, nc)
-	}
-	return c
+	p := wsDial(t, rawURL, nil)
+	return &wsBuffered{nc: p.nc, r: p.r}
 }
 
 // frame reads the next frame.

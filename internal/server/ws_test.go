@@ -6,7 +6,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -39,26 +38,14 @@ type wsPeer struct {
 	r  io.Reader // what the handshake read past the 101, then the socket
 }
 
-// wsOpen connects to /v1/ws with query (without '?'). A plain connection goes through
-// dialWS; one with a query through a dialer that keeps what arrives with the 101, since
-// resumed messages may come in the same segment.
+// wsOpen connects to /v1/ws with query (without '?').
 func wsOpen(t testing.TB, base, query string) *wsPeer {
 	t.Helper()
-	if query == "" {
-		c := dialWS(t, base+"/v1/ws")
-		return &wsPeer{t: t, nc: c.conn, r: c.conn}
+	u := base + "/v1/ws"
+	if query != "" {
+		u += "?" + query
 	}
-	u := strings.Replace(base, "http://", "ws://", 1) + "/v1/ws?" + query
-	nc, br, _, err := ws.Dial(context.Background(), u)
-	if err != nil {
-		t.Fatalf("dial %s: %v", u, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	p := &wsPeer{t: t, nc: nc, r: nc}
-	if br != nil {
-		p.r = io.MultiReader(br, nc)
-	}
-	return p
+	return wsDial(t, u, nil)
 }
 
 // wsFrame builds a client frame: masked unless told, with the given first-byte flags.
