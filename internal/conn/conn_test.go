@@ -801,7 +801,7 @@ func TestWriteTimeoutProgress(t *testing.T) {
 	c, peer := open(t, s, p, true)
 	fill(t, c)
 	c.mu.Lock()
-	first := c.stuckSince
+	first := c.stuckSince.Load()
 	c.mu.Unlock()
 	s.sweep([]*Conn{c}, first+int64(time.Hour)-1)
 	if st := stateOf(c); st.closed {
@@ -814,14 +814,14 @@ func TestWriteTimeoutProgress(t *testing.T) {
 		_, _ = peer.Read(buf)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.stuckSince != first
+		return c.stuckSince.Load() != first
 	})
 	s.sweep([]*Conn{c}, first+int64(time.Hour))
 	if st := stateOf(c); st.closed {
 		t.Fatal("a peer that reads was closed as stuck")
 	}
 	c.mu.Lock()
-	since := c.stuckSince
+	since := c.stuckSince.Load()
 	c.mu.Unlock()
 	if since == 0 {
 		return // everything was written

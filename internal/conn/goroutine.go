@@ -272,7 +272,7 @@ func (c *Conn) writeOut(b []byte) (int, error) {
 		err = o.flush()
 	}
 	if n > 0 {
-		c.lastWrite.Store(time.Now().UnixNano())
+		c.lastWrite.Store(c.server.clock.Load())
 		if hook := c.server.onWrite; hook != nil {
 			hook(c, b[:n])
 		}

@@ -41,6 +41,10 @@ type Server struct {
 	metrics struct {
 		open, slow atomic.Int64
 	}
+	// batches counts the Batch calls under way: while there is one, connections made ready do
+	// not wake their writer (see Batch).
+	batches atomic.Int64
+	bufs    sync.Pool // *[]byte, for the goroutines that end a batch
 	// serving counts the handlers running Serve: requests that are streams, not work under way.
 	serving atomic.Int64
 	// closeAll, once set, is the reason every connection closes for, those started later too.
@@ -50,6 +54,12 @@ type Server struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	polled   chan struct{} // closed when the poller returns
+
+	// clock is the time of the timer's next tick, unix nanoseconds: what a write records as its
+	// time, which saves reading the clock on every write. A connection's last write may so look
+	// up to a tick younger than it is, and its heartbeat come up to a tick late, never early.
+	clock atomic.Int64
+	tick  time.Duration // the timer's period
 
 	// onWrite, when set (by tests), sees every write that the socket took bytes of.
 	onWrite func(c *Conn, b []byte)
@@ -90,8 +100,17 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits, epfd: epfd, wakefd: wakefd, log: cfg.Logger,
 		byFD: make(map[int]*Conn), stop: make(chan struct{}), polled: make(chan struct{})}
+	// An eighth of the shortest period the timer watches: each is honoured within a quarter of
+	// itself, the clock being up to a tick ahead.
+	s.tick = time.Second
+	for _, d := range [...]time.Duration{cfg.Heartbeat, cfg.MaxLifetime, cfg.WriteTimeout} {
+		if d > 0 && d/8 < s.tick {
+			s.tick = max(d/8, 10*time.Millisecond)
+		}
+	}
+	s.clock.Store(time.Now().Add(s.tick).UnixNano())
 	for range cfg.Workers {
-		w := &worker{wake: make(chan struct{}, 1)}
+		w := &worker{wake: make(chan struct{}, 1), asleep: true, batches: &s.batches}
 		s.workers = append(s.workers, w)
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.run(s.stop) }()
@@ -140,7 +159,7 @@ func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
 
 func (s *Server) newConn(fd int, proto Protocol) *Conn {
 	c := &Conn{fd: fd, server: s, proto: proto, created: time.Now()}
-	c.lastWrite.Store(c.created.UnixNano())
+	c.lastWrite.Store(s.clock.Load())
 	if s.cfg.MaxLifetime > 0 {
 		c.deadline = c.created.Add(s.cfg.MaxLifetime).UnixNano()
 	}
@@ -366,14 +385,7 @@ func readReason(err error) Reason {
 // timer sends heartbeats to idle connections, ends those past their lifetime and those whose
 // peer stopped reading.
 func (s *Server) timer() {
-	// A quarter of the shortest period it watches: each is honoured within a quarter of itself.
-	tick := time.Second
-	for _, d := range [...]time.Duration{s.cfg.Heartbeat, s.cfg.MaxLifetime, s.cfg.WriteTimeout} {
-		if d > 0 && d/4 < tick {
-			tick = max(d/4, 10*time.Millisecond)
-		}
-	}
-	t := time.NewTicker(tick)
+	t := time.NewTicker(s.tick)
 	defer t.Stop()
 	var batch []*Conn
 	for {
@@ -381,6 +393,7 @@ func (s *Server) timer() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
+			s.clock.Store(now.Add(s.tick).UnixNano())
 			batch = s.snapshot(batch[:0])
 			s.sweep(batch, now.UnixNano())
 			clear(batch)
@@ -403,16 +416,20 @@ func (s *Server) sweep(conns []*Conn, now int64) {
 			c.Close(ReasonLifetime)
 			continue
 		}
-		c.mu.Lock()
-		isStuck := c.stuckSince != 0 && now-c.stuckSince >= stuck
-		// Heartbeats only keep an idle connection open: one with bytes waiting is not idle.
-		idle := len(c.queue) == 0 && len(c.unwritten) == 0 && !c.closing && c.writingSince.Load() == 0
-		c.mu.Unlock()
-		if isStuck {
+		// Most connections are neither stuck nor due a heartbeat: two atomic loads tell, without
+		// the connection's lock.
+		if since := c.stuckSince.Load(); since != 0 && now-since >= stuck {
 			s.finish(c, ReasonStuck)
 			continue
 		}
-		if hb > 0 && idle && now-c.lastWrite.Load() >= hb {
+		if hb <= 0 || now-c.lastWrite.Load() < hb {
+			continue
+		}
+		c.mu.Lock()
+		// Heartbeats only keep an idle connection open: one with bytes waiting is not idle.
+		idle := len(c.queue) == 0 && len(c.unwritten) == 0 && !c.closing && c.writingSince.Load() == 0
+		c.mu.Unlock()
+		if idle {
 			c.lastWrite.Store(now) // one heartbeat per interval even if this one waits
 			c.Enqueue(Item{Heartbeat: true})
 		}
@@ -460,20 +477,88 @@ func (s *Server) Shutdown() {
 	})
 }
 
+// Batch starts a batch of deliveries on the calling goroutine, and end ends it. Meanwhile the
+// connections made ready do not wake their writers: end writes up to batchFlush of them on the
+// calling goroutine, and wakes the writers of those left. A publish that reaches a few
+// subscribers so costs no goroutine switch, and its bytes leave at once from a goroutine that
+// is running anyway; one that reaches thousands still fans out over every writer, which a
+// ready list longer than batchFlush wakes at once. (The NATS server flushes its subscribers
+// from the publishing client's goroutine the same way.) While any batch is under way, this
+// holds for every connection made ready; each end looks at every list, so none is left
+// waiting for longer than the batch under way.
+func (s *Server) Batch() (end func()) {
+	s.batches.Add(1)
+	return s.endBatch
+}
+
+// batchFlush is how many connections the end of a batch writes itself.
+const batchFlush = 32
+
+func (s *Server) endBatch() {
+	s.batches.Add(-1)
+	var bp *[]byte
+	budget := batchFlush
+	var took [batchFlush]*Conn
+	for _, w := range s.workers {
+		w.mu.Lock()
+		n := copy(took[:budget], w.ready)
+		rest := copy(w.ready, w.ready[n:])
+		clear(w.ready[rest:])
+		w.ready = w.ready[:rest]
+		w.mu.Unlock()
+		if n > 0 && bp == nil {
+			if bp, _ = s.bufs.Get().(*[]byte); bp == nil {
+				b := make([]byte, 0, 64<<10)
+				bp = &b
+			}
+		}
+		for i := range n {
+			took[i].flush(bp)
+			took[i] = nil
+		}
+		budget -= n
+		w.wakeIfReady()
+	}
+	if bp != nil && cap(*bp) <= 1<<20 {
+		*bp = (*bp)[:0]
+		s.bufs.Put(bp)
+	}
+}
+
 // worker writes the connections on its ready list.
 type worker struct {
 	mu    sync.Mutex
 	ready []*Conn
-	wake  chan struct{}
+	// asleep says the worker found its list empty and waits for wake: only then does a push
+	// signal it, so that a fanout pushing thousands of connections signals once.
+	asleep  bool
+	wake    chan struct{}
+	batches *atomic.Int64 // the server's
 }
 
 func (w *worker) push(c *Conn) {
 	w.mu.Lock()
 	w.ready = append(w.ready, c)
+	wake := w.asleep && (w.batches.Load() == 0 || len(w.ready) > batchFlush)
+	if wake {
+		w.asleep = false
+	}
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if wake {
+		w.wake <- struct{}{} // cannot block: one signal per sleep, and the buffer holds one
+	}
+}
+
+// wakeIfReady wakes the worker when connections wait on its list.
+func (w *worker) wakeIfReady() {
+	w.mu.Lock()
+	wake := w.asleep && len(w.ready) > 0
+	if wake {
+		w.asleep = false
+	}
+	w.mu.Unlock()
+	if wake {
+		w.wake <- struct{}{}
 	}
 }
 
@@ -489,6 +574,9 @@ func (w *worker) run(stop <-chan struct{}) {
 		for {
 			w.mu.Lock()
 			batch, w.ready = w.ready, batch[:0]
+			if len(batch) == 0 {
+				w.asleep = true
+			}
 			w.mu.Unlock()
 			if len(batch) == 0 {
 				break
