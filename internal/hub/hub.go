@@ -59,6 +59,10 @@ type Config struct {
 	Observer    Observer
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// Batch, when set, is called before a publish fans its messages out, and the function it
+	// returns after: the connection layer then writes small fanouts from the publishing
+	// goroutine instead of waking a writer for them.
+	Batch func() (end func())
 }
 
 // Hub is the publish/subscribe core of one node.
@@ -228,8 +232,25 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	n := 0
-	var fresh []Message
+	n, fresh := h.fanOut(res, idx, out)
+	if len(fresh) > 0 {
+		// The messages are durable and answered as published whatever happens here; other
+		// nodes' subscribers that miss them find them in the store when they resume.
+		if err := h.cfg.Broker.Announce(context.WithoutCancel(ctx), fresh); err != nil {
+			h.cfg.Logger.Error("broker: announce", "err", err, "messages", len(fresh))
+		}
+	}
+	h.cfg.Observer.Published(n)
+	return out, nil
+}
+
+// fanOut answers the publishes of res (idx maps them to out) and fans the new messages out to
+// this node's subscribers, in one batch of the connection layer's (Config.Batch). It returns how
+// many messages are new, and, with a broker, which.
+func (h *Hub) fanOut(res []Appended, idx []int, out []Appended) (n int, fresh []Message) {
+	if h.cfg.Batch != nil {
+		defer h.cfg.Batch()()
+	}
 	for j, r := range res {
 		out[idx[j]] = r
 		if r.Err == nil && !r.Duplicate {
@@ -240,19 +261,12 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 			// Without subscribers here, no frame is needed: a channel loaded from now on reads
 			// its state from the store, which already holds this message.
 			if ch := h.lookup(r.Message.Channel); ch != nil {
+				r.Message.Channel = ch.name // one copy of the name for all its frames
 				h.dispatch(ch, NewFrame(r.Message))
 			}
 		}
 	}
-	if len(fresh) > 0 {
-		// The messages are durable and answered as published whatever happens here; other
-		// nodes' subscribers that miss them find them in the store when they resume.
-		if err := h.cfg.Broker.Announce(context.WithoutCancel(ctx), fresh); err != nil {
-			h.cfg.Logger.Error("broker: announce", "err", err, "messages", len(fresh))
-		}
-	}
-	h.cfg.Observer.Published(n)
-	return out, nil
+	return n, fresh
 }
 
 // Dispatch fans a committed message's frame out to this node's subscribers, in offset order:

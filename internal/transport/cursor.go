@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"unsafe"
+
 	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/hub"
 )
@@ -19,8 +21,11 @@ func (t *Tracker) Update(f *hub.Frame) {
 // Set puts a channel at pos, adding it when new.
 func (t *Tracker) Set(name string, pos channel.Position) {
 	for i := range t.entries {
-		if t.entries[i].Channel == name {
-			t.entries[i].Position = pos
+		e := &t.entries[i]
+		// Frames of one channel share the hub's copy of its name: once the entry holds it too,
+		// a pointer compare finds it, without comparing the bytes on every delivery.
+		if len(e.Channel) == len(name) && (unsafe.StringData(e.Channel) == unsafe.StringData(name) || e.Channel == name) {
+			e.Channel, e.Position = name, pos
 			return
 		}
 	}
