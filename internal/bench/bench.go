@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -41,6 +42,9 @@ import (
 func Main(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "floor" {
 		return floorMain(ctx, args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "floor-writer" { // the bench's own child, see floorrun.go
+		return floorWriterMain(args[1:], os.Stdin, stdout)
 	}
 	o, err := parseFlags(args, stdout)
 	if err != nil {
@@ -81,6 +85,8 @@ type options struct {
 	connectConcurrency int
 	wsSubscribe        string
 	reactors           int
+	sched              string
+	floor              time.Duration
 }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
@@ -108,6 +114,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 64, "connections being set up at once")
 	fs.StringVar(&o.wsSubscribe, "ws-subscribe", "query", "WebSocket: subscribe with ?channel= (query) or a subscribe command (op)")
 	fs.IntVar(&o.reactors, "readers", 0, "goroutines reading subscriber sockets (epoll sets); 0: one per core")
+	fs.DurationVar(&o.floor, "floor", 5*time.Second, "with --pid, after publishing, measure the floor of this run (a bare write loop over as many connections) for about this long; 0: skip")
+	fs.StringVar(&o.sched, "sched", "batch", "the generator's scheduling policy: batch (SCHED_BATCH: its wake-ups do not preempt the server) or normal")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,6 +133,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("crier bench: --source-ips is at most 65536")
 	case o.wsSubscribe != "query" && o.wsSubscribe != "op":
 		return nil, fmt.Errorf("crier bench: --ws-subscribe is query or op, not %q", o.wsSubscribe)
+	case o.sched != "batch" && o.sched != "normal":
+		return nil, fmt.Errorf("crier bench: --sched is batch or normal, not %q", o.sched)
 	case o.channels > 1e8:
 		return nil, errors.New("crier bench: --channels is at most 100000000")
 	}
@@ -155,6 +165,7 @@ type Report struct {
 	DurationS   float64 `json:"duration_s"`
 	IdleS       float64 `json:"idle_s"`
 	Cores       int     `json:"cores"`
+	Sched       string  `json:"sched"`
 
 	ConnectS       float64 `json:"connect_s"`
 	ConnectRate    float64 `json:"connect_rate"`
@@ -199,6 +210,10 @@ type Report struct {
 	ServerCPUSPerMillion  *float64 `json:"server_cpu_s_per_million"`
 	ServerCPUUsPerPublish *float64 `json:"server_cpu_us_per_publish"`
 	BenchCPUUsPerDelivery *float64 `json:"bench_cpu_us_per_delivery"`
+	// Floor is the bare write loop measured after the scenario (see floorrun.go), and
+	// ServerVsFloor the server's CPU per delivery over the floor's per write.
+	Floor         *FloorInRun `json:"floor"`
+	ServerVsFloor *float64    `json:"server_vs_floor"`
 
 	Problem string `json:"problem,omitempty"` // the first disconnect or publish failure, for a person
 	OK      bool   `json:"ok"`
@@ -270,6 +285,11 @@ func (r *Report) print(w io.Writer, jsonOnly bool) {
 			opt("server CPU per 1M deliveries", "s", r.ServerCPUSPerMillion)
 			opt("server CPU per publish", "µs", r.ServerCPUUsPerPublish)
 			opt("bench CPU per delivery", "µs", r.BenchCPUUsPerDelivery)
+			if f := r.Floor; f != nil {
+				row("floor of this run", "%.2f µs per write (%d connections, %d B, %d rounds; reader %.2f µs)",
+					f.WriterUs, f.Conns, f.Size, f.Rounds, f.ReaderUs)
+				opt("server vs floor", "×", r.ServerVsFloor)
+			}
 		}
 		row("disconnected", "%d", r.Disconnected)
 		if r.Problem != "" {

@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// The floor's writer is a child process of the bench's own binary: this one (see
+	// floorCommand).
+	os.Setenv("CRIER_BENCH_TEST_CHILD", "1")
 	os.Exit(m.Run())
 }
 
@@ -303,6 +306,7 @@ func benchOpts(srv *httptest.Server, transport string) *options {
 		"--server", srv.URL, "--transport", transport, "--subscribers", "50", "--channels", "5",
 		"--rate", "200", "--duration", "1s", "--warmup", "0", "--grace", "500ms", "--settle", "0",
 		"--channel-prefix", "t.", "--source-ips", "2", "--pid", strconv.Itoa(os.Getpid()),
+		"--floor", "0", "--sched", "normal",
 	}, io.Discard)
 	if err != nil {
 		panic(err)
@@ -604,6 +608,43 @@ func TestFlags(t *testing.T) {
 			t.Errorf(
 				"%q: no error",
 				args)
+		}
+	}
+}
+
+// TestFloorInRun runs a scenario with the floor measured after it: a child process writes to as
+// many connections as the scenario had, read by the generator's reactors, and its CPU per write
+// is the run's floor.
+func TestFloorInRun(t *testing.T) {
+	fs := newFakeServer(fault{})
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	o := benchOpts(srv, "ws")
+	o.floor, o.sched = time.Second, "batch"
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	f := rep.Floor
+	if f == nil || rep.ServerVsFloor == nil {
+		t.Fatalf("no floor measured: %+v", rep)
+	}
+	if f.Conns != o.subscribers || f.Rounds < 3 || f.Size < 20 || f.WriterUs <= 0 || f.ReaderUs <= 0 {
+		t.Fatalf("floor %+v, want %d connections, at least 3 rounds, the wire size of an envelope, CPU figures", f, o.subscribers)
+	}
+	if rep.Sched != "batch" {
+		t.Fatalf("sched %q", rep.Sched)
+	}
+	if err := rep.verdict(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFloorWriterArguments checks the child's refusal of bad arguments.
+func TestFloorWriterArguments(t *testing.T) {
+	for _, args := range [][]string{{"--conns", "0"}, {"--size", "0"}, {"--rounds", "0"}, {"--size", "70000"}} {
+		if err := floorWriterMain(args, strings.NewReader(""), io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
 		}
 	}
 }

@@ -50,6 +50,7 @@ type conn struct {
 	dec    decoder
 	tracks []track // one per subscribed channel
 	acks   int     // WebSocket subscribe replies received
+	bytes  int     // bytes received, on the floor's connections
 	err    error   // why the connection ended, or what the server refused
 	closed bool
 }

@@ -42,6 +42,7 @@ type reactor struct {
 	deliveries  atomic.Uint64
 	unique      atomic.Uint64
 	reads       atomic.Uint64
+	bytes       atomic.Uint64
 	wakeups     atomic.Uint64
 	disconnects atomic.Uint64
 	_           [64]byte // keep reactors' counters off each other's cache lines
@@ -73,9 +74,10 @@ func newReactor(conns []atomic.Pointer[conn], stop *atomic.Bool, measureFrom *at
 
 // add registers c, whose fields must be set: the reactor owns it from now on.
 func (r *reactor) add(c *conn) error {
+	fd := c.fd // read before the reactor may see c: once it does, c is its own
 	r.conns[c.id].Store(c)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.id)}
-	return unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	return unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
 // run reads until wake is called with stop set.
@@ -120,7 +122,7 @@ func (r *reactor) process(n int) {
 	x := &r.x
 	x.measureFrom = r.measureFrom.Load()
 	d0, u0 := x.deliveries, x.unique
-	reads := uint64(0)
+	reads, bytes := uint64(0), uint64(0)
 	for i := range n {
 		c := r.conns[r.events[i].Fd].Load()
 		for c != nil && !c.closed {
@@ -142,6 +144,7 @@ func (r *reactor) process(n int) {
 				r.drop(c, err)
 				break
 			}
+			bytes += uint64(m)
 			x.now = time.Now().UnixNano()
 			if err := c.dec.feed(c, x, r.buf[:m]); err != nil {
 				r.drop(c, err)
@@ -162,6 +165,7 @@ func (r *reactor) process(n int) {
 		r.unique.Add(u)
 	}
 	r.reads.Add(reads)
+	r.bytes.Add(bytes)
 	r.wakeups.Add(1)
 }
 

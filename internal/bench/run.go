@@ -54,6 +54,11 @@ func run(ctx context.Context, o *options) (*Report, error) {
 	if err := raiseFileLimit(o.subscribers + o.publishers + o.connectConcurrency + 64); err != nil {
 		return nil, err
 	}
+	if o.sched == "batch" {
+		if err := schedBatch(); err != nil {
+			return nil, fmt.Errorf("crier bench: --sched batch: %w", err)
+		}
+	}
 	if err := checkPorts(o.subscribers, o.sourceIPs); err != nil {
 		return nil, err
 	}
@@ -71,7 +76,7 @@ func run(ctx context.Context, o *options) (*Report, error) {
 	}
 	rep := &Report{Transport: o.transport, Server: o.server, Subscribers: o.subscribers, Channels: o.channels,
 		Rate: o.rate, Publishers: min(o.publishers, o.channels), PayloadSize: o.payloadSize, SourceIPs: o.sourceIPs,
-		Cores: cores()}
+		Cores: cores(), Sched: o.sched}
 
 	var rssBefore int64
 	if o.pid > 0 {
@@ -143,7 +148,26 @@ func run(ctx context.Context, o *options) (*Report, error) {
 	if err := b.publishPhase(ctx, rep); err != nil {
 		return nil, err
 	}
-	return rep, b.reactorErr()
+	if err := b.reactorErr(); err != nil {
+		return rep, err
+	}
+	if o.floor > 0 && rep.ServerCPUSPerMillion != nil && rep.DeliveriesPerS > 0 {
+		var bytes, deliveries uint64
+		for _, r := range b.reactors {
+			bytes += r.bytes.Load()
+			deliveries += r.x.deliveries
+		}
+		b.shutdown() // the floor needs the descriptors
+		size := int(bytes / max(deliveries, 1))
+		interval := time.Duration(float64(o.subscribers) / rep.DeliveriesPerS * float64(time.Second))
+		f, err := b.measureFloor(ctx, o.subscribers, max(size, 1), interval, o.floor)
+		if err != nil {
+			return rep, fmt.Errorf("crier bench: floor: %w", err)
+		}
+		rep.Floor = f
+		rep.ServerVsFloor = f64(*rep.ServerCPUSPerMillion / f.WriterUs)
+	}
+	return rep, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
