@@ -47,8 +47,9 @@ for s in "$@"; do
 		echo "floor µs/write: $(median "$out/floor.jsonl" .floor_us_per_write)"
 		;;
 	publish)
-		# The publish path alone: no subscriber, memory store, as fast as accepted.
-		scenario publish --subscribers 0 --rate 0 --publishers 8 --duration "$dur" --warmup 2s
+		# The publish path alone: no subscriber, memory store, as fast as accepted, 8 publishers
+		# (a publisher owns channels, so 8 channels).
+		scenario publish --subscribers 0 --channels 8 --rate 0 --publishers 8 --duration "$dur" --warmup 2s
 		echo "publish: server µs/publish $(median "$out/publish.jsonl" .server_cpu_us_per_publish)," \
 			"publishes/s $(median "$out/publish.jsonl" .publishes_per_s)"
 		;;
@@ -57,17 +58,21 @@ for s in "$@"; do
 		rate=${s#fanout}
 		for t in ws sse; do
 			scenario "$s-$t" --transport "$t" --subscribers 10000 --channels 1 --rate "$rate" \
-				--duration "$dur" --warmup 2s --source-ips 2
+				--duration "$dur" --warmup 2s --source-ips 2 --floor "$dur"
 			echo "$s $t: server s/1M $(median "$out/$s-$t.jsonl" .server_cpu_s_per_million)," \
-				"p50 $(median "$out/$s-$t.jsonl" .latency_p50_ms) ms, p99 $(median "$out/$s-$t.jsonl" .latency_p99_ms) ms"
+				"floor of the run $(median "$out/$s-$t.jsonl" .floor.writer_us_per_write) µs," \
+				"server/floor $(median "$out/$s-$t.jsonl" .server_vs_floor)," \
+				"p50 $(median "$out/$s-$t.jsonl" .latency_p50_ms) ms, p99 $(median "$out/$s-$t.jsonl" .latency_p99_ms) ms," \
+				"generator µs/delivery $(median "$out/$s-$t.jsonl" .bench_cpu_us_per_delivery)"
 		done
 		;;
 	throughput)
 		# 1,000 channels of 10 subscribers, publishing over HTTP as fast as accepted.
 		for t in ws sse; do
 			scenario "throughput-$t" --transport "$t" --subscribers 10000 --channels 1000 --rate 0 \
-				--publishers 8 --duration "$dur" --warmup 2s --source-ips 2
+				--publishers 8 --duration "$dur" --warmup 2s --source-ips 2 --floor "$dur"
 			echo "throughput $t: server s/1M $(median "$out/throughput-$t.jsonl" .server_cpu_s_per_million)," \
+				"floor of the run $(median "$out/throughput-$t.jsonl" .floor.writer_us_per_write) µs," \
 				"deliveries/s $(median "$out/throughput-$t.jsonl" .deliveries_per_s)," \
 				"p99 $(median "$out/throughput-$t.jsonl" .latency_p99_ms) ms"
 		done

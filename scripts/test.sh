@@ -53,7 +53,7 @@ server_pid=$!
 for _ in $(seq 50); do curl -fsS http://127.0.0.1:18931/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 for transport in ws sse; do
 	"$bin/crier" bench --server http://127.0.0.1:18931 --transport "$transport" --subscribers 1000 \
-		--channels 10 --rate 200 --duration 3s --warmup 0s --pid "$server_pid"
+		--channels 10 --rate 200 --duration 3s --warmup 0s --pid "$server_pid" --floor 2s
 done
 kill -TERM "$server_pid"
 wait "$server_pid"
