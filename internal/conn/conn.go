@@ -88,43 +88,47 @@ const BurstFactor = 16
 
 // Conn is one long-lived connection.
 type Conn struct {
-	fd       int
-	gen      int32 // tells this connection's epoll events from those of an earlier one on fd
-	server   *Server
-	proto    Protocol
-	worker   *worker
-	idx      int // in server.conns, once started
-	created  time.Time
-	deadline int64 // unix nanoseconds of the maximum lifetime; 0: none
-
-	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
-	// holds it for reading, and the close for writing, so that no syscall ever reaches a
-	// descriptor number the kernel has handed to another connection meanwhile.
-	fdMu     sync.RWMutex
-	fdClosed bool
-
+	// The fields a delivery touches come first, in as few cache lines as they fit: a fanout to
+	// 10,000 connections touches each twice (to queue, then to write), with the connections far
+	// out of the cache. Enqueue reads the first line (and unwritten and out); flush the first
+	// three.
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
+	worker     *worker
+	server     *Server
 	started    bool // Start has registered it; nothing is written before
 	// scheduled: on a ready list or being flushed. A connection is flushed by one goroutine at a
 	// time, whichever took it off a list, so its bytes leave in queue order.
 	scheduled bool
+	writable  bool // an EPOLLOUT came since the last write began
+	closing   bool // no more items; close once written
+	final     bool // the goodbye is rendered: close once unwritten is written
+	closed    bool
+	fdClosed  bool // under fdMu
+
 	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT
-	writable  bool   // an EPOLLOUT came since the last write began
+	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
+	out *goOut
+	fd  int
+	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
+	// holds it for reading, and the close for writing, so that no syscall ever reaches a
+	// descriptor number the kernel has handed to another connection meanwhile.
+	fdMu sync.RWMutex
+
+	proto     Protocol
+	lastWrite atomic.Int64 // unix nanoseconds, to the timer's tick (Server.clock)
 	// stuckSince is when the socket last refused bytes without taking any since; 0: it takes
 	// them. Written under mu, read by the timer without it.
 	stuckSince atomic.Int64
-	closing    bool // no more items; close once written
-	final      bool // the goodbye is rendered: close once unwritten is written
-	reason     Reason
-	closed     bool
-
-	lastWrite atomic.Int64 // unix nanoseconds, to the timer's tick (Server.clock)
-	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
-	out *goOut
 	// writingSince is when the goroutine backend's write under way began; 0: none.
 	writingSince atomic.Int64
+	reason       Reason
+
+	gen      int32 // tells this connection's epoll events from those of an earlier one on fd
+	idx      int   // in server.conns, once started
+	created  time.Time
+	deadline int64 // unix nanoseconds of the maximum lifetime; 0: none
 	// Value is the transport's per-connection state.
 	Value any
 }
@@ -197,6 +201,9 @@ func (c *Conn) pushLocked() {
 func (c *Conn) behindLocked() bool {
 	if len(c.unwritten) > 0 {
 		return true
+	}
+	if c.out == nil {
+		return false
 	}
 	if since := c.writingSince.Load(); since != 0 {
 		return time.Now().UnixNano()-since > int64(stallAfter)
@@ -295,9 +302,10 @@ func (c *Conn) flush(buf *[]byte) {
 		c.closing, c.reason = true, ReasonDrain
 	}
 	closing = closing || done
-	reason := c.reason
+	var reason Reason
 	if closing {
 		c.final = true
+		reason = c.reason
 	}
 	c.writable = false
 	c.mu.Unlock()
