@@ -8,10 +8,22 @@ import (
 )
 
 // Tracker follows one connection's cursor as its frames are rendered, in order. It is used by
-// one writer at a time and allocates only when a channel is added.
+// one writer at a time and allocates only when a second channel is added. It must not be
+// copied once used.
 type Tracker struct {
 	entries channel.Cursor
+	// one holds entries while there is one: every delivery reads it, and inside the
+	// connection's own state it costs no cache miss of its own.
+	one [1]channel.Entry
+	_   noCopy
 }
+
+// noCopy makes go vet's copylocks check report a Tracker copied by value: a copy's entries
+// would still point into the original's storage.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // Update moves the frame's channel to the frame's position.
 func (t *Tracker) Update(f *hub.Frame) {
@@ -28,6 +40,9 @@ func (t *Tracker) Set(name string, pos channel.Position) {
 			e.Channel, e.Position = name, pos
 			return
 		}
+	}
+	if t.entries == nil {
+		t.entries = t.one[:0]
 	}
 	t.entries = append(t.entries, channel.Entry{Channel: name, Position: pos})
 }
