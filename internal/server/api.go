@@ -188,11 +188,7 @@ func writePublished(w http.ResponseWriter, m hub.Message) {
 	b = append(b, '@')
 	b = m.Position().AppendTo(b)
 	b = append(b, "\"}\n"...)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write(b)
+	writeJSONBytes(w, http.StatusCreated, b)
 }
 
 // jsonPlain reports whether s needs no escaping in a JSON string, as encoding/json escapes.
@@ -414,11 +410,7 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		b = append(b, `,"gap":true`...)
 	}
 	b = append(b, "}\n"...)
-	hd := w.Header()
-	hd.Set("Content-Type", "application/json")
-	hd.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	writeJSONBytes(w, http.StatusOK, b)
 }
 
 func (a *api) clear(w http.ResponseWriter, r *http.Request) {
@@ -482,9 +474,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		transport.WriteError(w, err)
 		return
 	}
+	writeJSONBytes(w, status, append(b, '\n'))
+}
+
+// writeJSONBytes answers with b, a JSON document that ends in a line feed.
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
 }
