@@ -867,8 +867,8 @@ export class Crier extends EventTarget {
 
   /** Reads the position of every channel subscribed live that has none yet. */
   async #resolveLive() {
-    const todo = [...this.#channels].filter(([, st]) => !st.pos)
-    await Promise.all(todo.map(async ([channel, st]) => {
+    const unplaced = [...this.#channels].filter(([, st]) => !st.pos)
+    await Promise.all(unplaced.map(async ([channel, st]) => {
       try {
         const res = await this.#fetch(`/v1/channels/${encodeURIComponent(channel)}`)
         if (!res.ok) return
