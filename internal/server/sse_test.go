@@ -349,13 +349,17 @@ func TestSSEResumeRace(t *testing.T) {
 			epoch := mustPublish(t, ts.URL, ch, "text/plain", "x").Epoch
 			var published atomic.Uint64
 			published.Store(1)
+			var pubErr atomic.Pointer[error] // a failed publish: offset n would never come
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
 				for range n - 1 {
-					if off, err := tryPublish(ts.URL, ch); err == nil {
-						published.Store(off)
+					off, err := tryPublish(ts.URL, ch)
+					if err != nil {
+						pubErr.CompareAndSwap(nil, &err)
+						continue
 					}
+					published.Store(off)
 				}
 			}()
 			// Resume from wherever the publisher is (varying with the round).
@@ -367,6 +371,9 @@ func TestSSEResumeRace(t *testing.T) {
 			c := openSSE(t, ts.URL+path, hdr...)
 			var got []uint64
 			for len(got) == 0 || got[len(got)-1] < n {
+				if err := pubErr.Load(); err != nil {
+					t.Fatalf("%s: %v", mode, *err)
+				}
 				e := nextEnv(t, c)
 				if e.Event != "message" {
 					t.Fatalf("%s: unexpected %s at %d", mode, e.Event, e.Offset)
