@@ -2,7 +2,10 @@
 
 package conn
 
-import "testing"
+import (
+	"testing"
+	"unsafe"
+)
 
 // TestFlushAllocs: queueing shared frames and writing them allocates nothing once the
 // connection's queue and the worker's buffer exist, for bursts the kept queue array holds.
@@ -22,4 +25,48 @@ func TestFlushAllocs(t *testing.T) {
 			t.Errorf("batch of %d: %.3f allocations per flush", batch, allocs)
 		}
 	}
+}
+
+// TestQueueSlot: a connection that gets one item at a time keeps it in its own slot, with no
+// queue array; a second item moves the queue to an array, in order, and the slot lets go of
+// its item so that the frame is not kept alive by it.
+func TestQueueSlot(t *testing.T) {
+	c, _ := benchConn(t, newProto())
+	buf := make([]byte, 0, 64<<10)
+	flushOwn(c, &buf) // what Start queued, if anything
+	c.queue = nil     // as a connection that has only ever had one item at a time
+
+	f1, f2 := frame(1), frame(2)
+	c.Deliver(f1)
+	c.mu.Lock()
+	if len(c.queue) != 1 || unsafe.SliceData(c.queue) != &c.one[0] || c.one[0].Frame != f1 {
+		t.Errorf("one item: queue %d items, in the slot %v", len(c.queue), unsafe.SliceData(c.queue) == &c.one[0])
+	}
+	c.mu.Unlock()
+	c.Deliver(f2)
+	c.mu.Lock()
+	if len(c.queue) != 2 || unsafe.SliceData(c.queue) == &c.one[0] || c.queue[0].Frame != f1 || c.queue[1].Frame != f2 {
+		t.Errorf("two items: queue %d items, in the slot %v", len(c.queue), unsafe.SliceData(c.queue) == &c.one[0])
+	}
+	if !emptyItem(c.one[0]) {
+		t.Error("the slot still holds an item after the queue moved to an array")
+	}
+	c.mu.Unlock()
+	flushOwn(c, &buf)
+
+	c.queue = nil
+	c.Deliver(f1)
+	flushOwn(c, &buf)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) != 0 || !emptyItem(c.one[0]) {
+		t.Error("the slot still holds its item after the flush")
+	}
+	if cap(c.queue) != 0 || c.oneBusy {
+		t.Error("the slot is not free for the next item")
+	}
+}
+
+func emptyItem(it Item) bool {
+	return it.Frame == nil && it.Raw == nil && !it.Heartbeat && it.Note == nil
 }

@@ -90,8 +90,8 @@ const BurstFactor = 16
 type Conn struct {
 	// The fields a delivery touches come first, in as few cache lines as they fit: a fanout to
 	// 10,000 connections touches each twice (to queue, then to write), with the connections far
-	// out of the cache. Enqueue reads the first line (and unwritten and out); flush the first
-	// three.
+	// out of the cache. Enqueue reads the first two lines (and unwritten and out); flush the
+	// first four.
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
@@ -106,21 +106,27 @@ type Conn struct {
 	final     bool // the goodbye is rendered: close once unwritten is written
 	closed    bool
 	fdClosed  bool // under fdMu
+	oneBusy   bool // a flush is rendering the item in one
+
+	// one is the queue's array while it holds one item, the common case of a subscriber that
+	// keeps up: that item then lives beside the queue, not in an array of its own that a
+	// delivery would miss in the cache twice more.
+	one [1]Item
+	fd  int
 
 	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT
 	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
-	out *goOut
-	fd  int
-	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
-	// holds it for reading, and the close for writing, so that no syscall ever reaches a
-	// descriptor number the kernel has handed to another connection meanwhile.
-	fdMu sync.RWMutex
-
+	out       *goOut
 	proto     Protocol
 	lastWrite atomic.Int64 // unix nanoseconds, to the timer's tick (Server.clock)
 	// stuckSince is when the socket last refused bytes without taking any since; 0: it takes
 	// them. Written under mu, read by the timer without it.
 	stuckSince atomic.Int64
+
+	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
+	// holds it for reading, and the close for writing, so that no syscall ever reaches a
+	// descriptor number the kernel has handed to another connection meanwhile.
+	fdMu sync.RWMutex
 	// writingSince is when the goroutine backend's write under way began; 0: none.
 	writingSince atomic.Int64
 	reason       Reason
@@ -169,7 +175,16 @@ func (c *Conn) Enqueue(it Item) {
 		}
 		return
 	}
-	c.queue = append(c.queue, it)
+	switch {
+	case cap(c.queue) == 0 && !c.oneBusy:
+		c.queue = append(c.one[:0], it)
+	case len(c.queue) == 1 && unsafe.SliceData(c.queue) == &c.one[0]:
+		// A second item: the queue moves to an array, and the slot lets go of its item.
+		c.queue = append(c.queue, it)
+		c.one[0] = Item{}
+	default:
+		c.queue = append(c.queue, it)
+	}
 	c.scheduleLocked()
 	c.mu.Unlock()
 }
@@ -266,7 +281,14 @@ func (c *Conn) flush(buf *[]byte) {
 		}
 	}
 	items := c.queue
-	c.queue = c.queue[len(c.queue):] // the rest of the array stays for appends while we write
+	inline := len(items) > 0 && unsafe.SliceData(items) == &c.one[0]
+	if inline {
+		// The slot is this flush's until it ends: an item queued meanwhile takes an array.
+		c.oneBusy = true
+		c.queue = nil
+	} else {
+		c.queue = c.queue[len(c.queue):] // the rest of the array stays for appends while we write
+	}
 	c.queueBytes = 0
 	closing := c.closing
 	c.mu.Unlock()
@@ -291,7 +313,9 @@ func (c *Conn) flush(buf *[]byte) {
 	c.mu.Lock()
 	// Reclaim the queue's array when nothing was appended meanwhile, and drop it when large, so
 	// that an idle connection keeps no more than a few slots.
-	if len(c.queue) == 0 && !c.closed {
+	if inline {
+		c.oneBusy = false
+	} else if len(c.queue) == 0 && !c.closed {
 		if cap(items) <= keepSlots {
 			c.queue = items[:0]
 		} else {

@@ -43,8 +43,9 @@ type Server struct {
 	}
 	// batches counts the Batch calls under way: while there is one, connections made ready do
 	// not wake their writer (see Batch).
-	batches atomic.Int64
-	bufs    sync.Pool // *[]byte, for the goroutines that end a batch
+	batches  atomic.Int64
+	endBatch func()    // s.flushBatch, made once: a method value made per Batch would allocate
+	bufs     sync.Pool // *[]byte, for the goroutines that end a batch
 	// serving counts the handlers running Serve: requests that are streams, not work under way.
 	serving atomic.Int64
 	// closeAll, once set, is the reason every connection closes for, those started later too.
@@ -108,6 +109,7 @@ func NewServer(cfg Config) (*Server, error) {
 			s.tick = max(d/8, 10*time.Millisecond)
 		}
 	}
+	s.endBatch = s.flushBatch
 	s.clock.Store(time.Now().Add(s.tick).UnixNano())
 	for range cfg.Workers {
 		w := &worker{wake: make(chan struct{}, 1), asleep: true, batches: &s.batches}
@@ -494,7 +496,7 @@ func (s *Server) Batch() (end func()) {
 // batchFlush is how many connections the end of a batch writes itself.
 const batchFlush = 32
 
-func (s *Server) endBatch() {
+func (s *Server) flushBatch() {
 	s.batches.Add(-1)
 	var bp *[]byte
 	budget := batchFlush

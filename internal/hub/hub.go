@@ -323,17 +323,20 @@ type SubscribeRequest struct {
 
 // Subscription is one channel of one subscriber.
 type Subscription struct {
-	hub  *Hub
-	ch   *chanState
+	// What a delivery reads comes first, in one cache line: a fanout walks thousands of
+	// subscriptions that are out of the cache.
 	sink Sink
-	info ClientInfo
-	idx  int // in ch.subs
-	// While catching up, live frames wait in backlog; epoch/last say what the sink has.
-	catchingUp bool
-	backlog    []*Frame
+	// epoch/last say what the sink has; while catching up, live frames wait in backlog.
 	epoch      string
 	last       uint64
+	catchingUp bool
 	closed     bool
+	backlog    []*Frame
+
+	hub  *Hub
+	ch   *chanState
+	info ClientInfo
+	idx  int // in ch.subs
 }
 
 // Channel returns the subscription's channel name.

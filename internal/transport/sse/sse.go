@@ -107,7 +107,9 @@ func (h *handler) head(c *conn.Conn, hdr http.Header) []byte {
 
 // stream is one SSE connection's protocol state.
 type stream struct {
+	// What the writer reads for a delivery comes first, in as few cache lines as it fits.
 	h       *handler
+	tracker transport.Tracker // writer-owned
 	c       *conn.Conn
 	release func() // the connection's count against the connection limits
 	subs    transport.Subs
@@ -115,8 +117,7 @@ type stream struct {
 	expiryMu sync.Mutex
 	expiry   *time.Timer // ends the stream when the token expires
 	closed   bool
-	tracker  transport.Tracker // writer-owned
-	scratch  []byte            // writer-owned: a multi-channel cursor
+	scratch  []byte // writer-owned: a multi-channel cursor
 }
 
 func (s *stream) Render(dst []byte, it *conn.Item) ([]byte, bool) {

@@ -121,7 +121,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), h.env.SubscribeTimeout)
 		for _, t := range targets {
 			_, err = s.subs.Subscribe(ctx, h.env.Hub, hub.SubscribeRequest{Channel: t.Channel, Since: t.Since,
-				Sink: &sink{s: s}, Client: s.client})
+				Sink: s, Client: s.client})
 			if err != nil {
 				break
 			}
@@ -214,8 +214,15 @@ func hasToken(v, token string) bool {
 
 // session is one WebSocket connection.
 type session struct {
-	h         *handler
-	c         *conn.Conn // set by open
+	// What a delivery reads comes first, in two cache lines: the hub's walk reads opened and
+	// c, the writer h, greeted and tracker.
+	h      *handler
+	c      *conn.Conn // set by open
+	opened atomic.Bool
+	// Writer-owned.
+	greeted bool // accept is written
+	tracker transport.Tracker
+
 	client    hub.ClientInfo
 	subs      transport.Subs
 	clientKey string // the client's address, for per-IP publish limits
@@ -227,8 +234,7 @@ type session struct {
 	expiry  *time.Timer
 	idEnded bool // Closed has run: no timer any more
 
-	// Until open, frames delivered to the query's subscriptions wait in held.
-	opened atomic.Bool
+	// Until open (opened), frames delivered to the query's subscriptions wait in held.
 	holdMu sync.Mutex
 	held   []conn.Item
 
@@ -246,8 +252,6 @@ type session struct {
 
 	// Writer-owned.
 	accept  []byte // the 101 answer, written before anything else
-	greeted bool   // accept is written
-	tracker transport.Tracker
 	scratch []byte
 }
 
@@ -257,21 +261,24 @@ type pending struct {
 	err error
 }
 
-// sink receives one subscription's frames. A subscribe command's reply is rendered in place of
-// the subscription's start frame, so that it precedes the subscription's first message.
+// sink receives the frames of a subscription made by a subscribe command: the command's reply
+// is rendered in place of the subscription's start frame, so that it precedes the
+// subscription's first message. (The query's subscriptions have the session as their sink.)
 type sink struct {
-	s     *session
-	reply bool
-	id    json.RawMessage
+	s  *session
+	id json.RawMessage
 }
 
 func (k *sink) Deliver(f *hub.Frame) {
 	it := conn.Item{Frame: f}
-	if k.reply && f.Kind == hub.KindStart {
+	if f.Kind == hub.KindStart {
 		it.Note = subscribed{id: k.id}
 	}
 	k.s.deliver(it)
 }
+
+// Deliver receives the frames of the query's subscriptions, which need no reply.
+func (s *session) Deliver(f *hub.Frame) { s.deliver(conn.Item{Frame: f}) }
 
 func (s *session) deliver(it conn.Item) {
 	if s.opened.Load() {
