@@ -154,10 +154,13 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 // readBody reads a request body of at most limit bytes: into a buffer of its announced length
 // when it has one, which spares io.ReadAll's growing.
 func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {
-	body := http.MaxBytesReader(w, r.Body, int64(limit))
-	if n := r.ContentLength; n >= 0 && n <= int64(limit) {
+	if n := r.ContentLength; n >= 0 {
+		// net/http's body ends at the announced length: one exact read, and no reader to bound it.
+		if n > int64(limit) {
+			return nil, &http.MaxBytesError{Limit: int64(limit)}
+		}
 		b := make([]byte, n)
-		if _, err := io.ReadFull(body, b); err != nil {
+		if _, err := io.ReadFull(r.Body, b); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("body shorter than its Content-Length: %w", err)
 			}
@@ -165,7 +168,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error)
 		}
 		return b, nil
 	}
-	return io.ReadAll(body)
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
 }
 
 // writePublished answers a publish with the JSON of publishedOf(m), encoded by hand: this is
@@ -477,11 +480,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeJSONBytes(w, status, append(b, '\n'))
 }
 
+// The values of the header fields every JSON answer has, shared by all: nothing writes into a
+// header's value slices (Header.Add appends to a copy, since they are full).
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
+
 // writeJSONBytes answers with b, a JSON document that ends in a line feed.
 func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	// Set, without the []string that Header.Set makes for each value on every answer.
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

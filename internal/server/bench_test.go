@@ -147,3 +147,34 @@ func countToken(c net.Conn, tok []byte, n *atomic.Int64) {
 		}
 	}
 }
+
+// BenchmarkPublishRaw measures the server's side of a publish: one keep-alive connection that
+// writes each request from a prepared buffer and reads its answer into another, so that the
+// allocations reported are the server's own (net/http's and Crier's), with no subscriber and
+// the memory store. Run: go test -run x -bench PublishRaw -benchmem ./internal/server/
+func BenchmarkPublishRaw(b *testing.B) {
+	ts := startServer(b, nil)
+	host := strings.TrimPrefix(ts.URL, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	body := `{"seq":1,"t":1234567890123}`
+	req := []byte(fmt.Sprintf("POST /v1/channels/bench:1 HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		host, len(body), body))
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 201 ")) {
+			b.Fatalf("answer: %q", buf[:n])
+		}
+	}
+}

@@ -160,12 +160,12 @@ func (g *guards) guard(next http.Handler) http.Handler {
 				r.Header.Del("Cookie")
 			}
 		}
+		rc := http.NewResponseController(w)
 		if r.Body != nil && r.Body != http.NoBody {
-			rc := http.NewResponseController(w)
 			_ = rc.SetReadDeadline(time.Now().Add(g.readTimeout))
 			r.Body = http.MaxBytesReader(w, &deadlineBody{ReadCloser: r.Body, rc: rc}, g.maxBody)
 		}
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Time{})
 		next.ServeHTTP(w, r)
 	})
 }
