@@ -90,8 +90,7 @@ const BurstFactor = 16
 type Conn struct {
 	// The fields a delivery touches come first, in as few cache lines as they fit: a fanout to
 	// 10,000 connections touches each twice (to queue, then to write), with the connections far
-	// out of the cache. Enqueue reads the first two lines (and unwritten and out); flush the
-	// first four.
+	// out of the cache. Enqueue reads the first two lines; flush the first four.
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
@@ -103,10 +102,10 @@ type Conn struct {
 	scheduled bool
 	writable  bool // an EPOLLOUT came since the last write began
 	closing   bool // no more items; close once written
-	final     bool // the goodbye is rendered: close once unwritten is written
 	closed    bool
-	fdClosed  bool // under fdMu
 	oneBusy   bool // a flush is rendering the item in one
+	blocked   bool // unwritten holds bytes: Enqueue need not read the slice's line to know
+	viaOut    bool // out is set (the goroutine backend), from before Start on
 
 	// one is the queue's array while it holds one item, the common case of a subscriber that
 	// keeps up: that item then lives beside the queue, not in an array of its own that a
@@ -114,7 +113,7 @@ type Conn struct {
 	one [1]Item
 	fd  int
 
-	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT
+	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT (blocked)
 	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
 	out       *goOut
 	proto     Protocol
@@ -123,6 +122,8 @@ type Conn struct {
 	// them. Written under mu, read by the timer without it.
 	stuckSince atomic.Int64
 
+	final    bool // the goodbye is rendered: close once unwritten is written
+	fdClosed bool // under fdMu
 	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
 	// holds it for reading, and the close for writing, so that no syscall ever reaches a
 	// descriptor number the kernel has handed to another connection meanwhile.
@@ -167,7 +168,7 @@ func (c *Conn) Enqueue(it Item) {
 		c.server.metrics.slow.Add(1)
 		c.scheduleLocked()
 		c.mu.Unlock()
-		if c.out != nil && c.writingSince.Load() != 0 {
+		if c.viaOut && c.writingSince.Load() != 0 {
 			// The goroutine backend's writer is blocked on the peer: end its write, as the
 			// epoll backend gives up on a socket that refuses bytes. Not here, under the hub's
 			// lock: an HTTP/2 stream reset waits for its connection's goroutine.
@@ -192,7 +193,7 @@ func (c *Conn) Enqueue(it Item) {
 // scheduleLocked puts the connection on its worker's ready list unless it is there already,
 // not started, or waiting for the socket to drain. Caller holds c.mu.
 func (c *Conn) scheduleLocked() {
-	if len(c.unwritten) > 0 && !c.closing {
+	if c.blocked && !c.closing {
 		return // EPOLLOUT will schedule it
 	}
 	c.pushLocked()
@@ -204,7 +205,7 @@ func (c *Conn) pushLocked() {
 		return
 	}
 	c.scheduled = true
-	if c.out != nil {
+	if c.viaOut {
 		c.out.signal()
 		return
 	}
@@ -214,10 +215,10 @@ func (c *Conn) pushLocked() {
 // behindLocked reports whether the peer is behind: the socket refuses bytes, or on the
 // goroutine backend a write has been blocked for a while. Caller holds c.mu.
 func (c *Conn) behindLocked() bool {
-	if len(c.unwritten) > 0 {
+	if c.blocked {
 		return true
 	}
-	if c.out == nil {
+	if !c.viaOut {
 		return false
 	}
 	if since := c.writingSince.Load(); since != 0 {
@@ -271,7 +272,7 @@ func (c *Conn) flush(buf *[]byte) {
 			}
 			return
 		}
-		c.unwritten = nil
+		c.unwritten, c.blocked = nil, false
 		c.stuckSince.Store(0)
 		if c.final {
 			reason := c.reason
@@ -377,7 +378,7 @@ func (c *Conn) flush(buf *[]byte) {
 // Caller holds c.mu.
 func (c *Conn) blockedLocked(rest []byte, progressed bool) bool {
 	c.scheduled = false // the flush is over: EPOLLOUT (or the check below) schedules it again
-	c.unwritten = rest
+	c.unwritten, c.blocked = rest, true
 	if progressed || c.stuckSince.Load() == 0 {
 		c.stuckSince.Store(time.Now().UnixNano())
 	}

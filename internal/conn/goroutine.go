@@ -117,6 +117,7 @@ func (s *Server) takeConn(nc net.Conn, proto Protocol) *Conn {
 	c := s.newConn(-1, proto)
 	c.out = &goOut{w: nc, flush: func() error { return nil }, deadline: nc.SetWriteDeadline, nc: nc,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.viaOut = true
 	return c
 }
 
@@ -132,7 +133,7 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, proto Protocol) 
 	if h, ok := proto.(Headed); ok {
 		o.headed = h
 	}
-	c.out = o
+	c.out, c.viaOut = o, true
 	return c
 }
 

@@ -249,7 +249,7 @@ func (s *Server) finish(c *Conn, reason Reason) {
 	c.closed = true
 	c.closing = true
 	clear(c.queue)
-	c.queue, c.unwritten = nil, nil
+	c.queue, c.unwritten, c.blocked = nil, nil, false
 	c.mu.Unlock()
 
 	s.mu.Lock()
