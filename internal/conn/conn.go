@@ -90,7 +90,7 @@ const BurstFactor = 16
 type Conn struct {
 	// The fields a delivery touches come first, in as few cache lines as they fit: a fanout to
 	// 10,000 connections touches each twice (to queue, then to write), with the connections far
-	// out of the cache. Enqueue reads the first two lines; flush the first four.
+	// out of the cache. Enqueue reads the first 128 bytes; flush the first 256.
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
