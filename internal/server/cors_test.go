@@ -233,3 +233,62 @@ func TestOpenServerAnswersOnlyLoopbackHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopbackHost pins which Host values the open server answers: loopback addresses, with or
+// without a port, and localhost names; nothing that only starts or ends like one.
+func TestLoopbackHost(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"127.0.0.1:8080", true},
+		{"127.1.2.3:80", true},
+		{"[::1]", true},
+		{"[::1]:8080", true},
+		{"[::ffff:127.0.0.1]:80", true},
+		{"localhost", true},
+		{"LOCALHOST:80", true},
+		{"app.localhost", true},
+		{"app.LocalHost:8080", true},
+		{"", false},
+		{"10.0.0.1", false},
+		{"[::2]:80", false},
+		{"127.0.0.1.attacker.example", false},
+		{"localhost.attacker.example:80", false},
+		{"attacker.example", false},
+		{"[fe80::1%25lo]:80", false},
+		{"localhoſt", false}, // a Unicode look-alike: strings.EqualFold would take it
+		{"app.localhoſt:80", false},
+	} {
+		if got := loopbackHost(tt.host); got != tt.want {
+			t.Errorf("loopbackHost(%q) = %v, want %v", tt.host, got, tt.want)
+		}
+		// A host that is answered costs nothing to check: it is every request of an open server.
+		// (A refused one may allocate its parse error; its 403 costs more.)
+		if !tt.want || raceEnabled { // the race detector's own allocations would count
+			continue
+		}
+		if n := testing.AllocsPerRun(10, func() { loopbackHost(tt.host) }); n != 0 {
+			t.Errorf("loopbackHost(%q): %v allocations, want none", tt.host, n)
+		}
+	}
+}
+
+// FuzzLoopbackHost: whatever a client puts in Host, the check does not panic, and a port does
+// not change its answer.
+func FuzzLoopbackHost(f *testing.F) {
+	for _, seed := range []string{"127.0.0.1:8080", "[::1]", "LocalHost", "app.localhost:1", "localhoſt",
+		"[::ffff:127.0.0.1]:80", "[fe80::1%25lo]:80", "::1", ":", "[", "]:", "127.0.0.1.attacker.example"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		got := loopbackHost(host)
+		if strings.ContainsAny(host, ":[]") {
+			return // a port, or an IPv6 address: a port of ours would not be one
+		}
+		if withPort := loopbackHost(host + ":8080"); withPort != got {
+			t.Fatalf("loopbackHost(%q) = %v, but with a port %v", host, got, withPort)
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -171,17 +172,44 @@ func (g *guards) guard(next http.Handler) http.Handler {
 }
 
 // loopbackHost reports whether a Host header names a loopback address or localhost.
+// It runs for every request of an open server, so a loopback host costs no allocation: the port
+// is split off only when there is one, and the address is parsed by net/netip.
 func loopbackHost(hostport string) bool {
 	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
+	if strings.LastIndexByte(hostport, ':') > strings.LastIndexByte(hostport, ']') {
+		if h, _, err := net.SplitHostPort(hostport); err == nil {
+			host = h
+		}
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	const suffix = ".localhost"
+	if asciiEqualFold(host, "localhost") ||
+		len(host) >= len(suffix) && asciiEqualFold(host[len(host)-len(suffix):], suffix) {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.IsLoopback()
+}
+
+// asciiEqualFold compares host names without case, in ASCII only: strings.EqualFold would also
+// take Unicode look-alikes ("localhoſt") for the name, which a Host header cannot carry.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func originRefused(from string) *transport.Error {
