@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/crier-push/crier/internal/hub"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,11 +28,12 @@ type Config struct {
 
 // Server owns the epoll set, the writer pool and every connection taken over.
 type Server struct {
-	cfg     Config
-	limits  Limits
-	epfd    int
-	workers []*worker
-	log     *slog.Logger
+	cfg      Config
+	limits   Limits
+	epfd     int
+	workers  []*worker // the lanes: a connection is written by workers[Conn.lane]
+	nextLane atomic.Uint32
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	conns []*Conn // indexed by Conn.idx
@@ -113,6 +115,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.clock.Store(time.Now().Add(s.tick).UnixNano())
 	for range cfg.Workers {
 		w := &worker{wake: make(chan struct{}, 1), asleep: true, batches: &s.batches}
+		w.drained.L = &w.mu
 		s.workers = append(s.workers, w)
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.run(s.stop) }()
@@ -129,11 +132,21 @@ func (s *Server) Open() int64 { return s.metrics.open.Load() }
 // SlowDisconnects reports how many connections were closed for falling behind.
 func (s *Server) SlowDisconnects() int64 { return s.metrics.slow.Load() }
 
-// Take takes over a hijacked connection. A TCP connection joins the epoll set: the returned
-// Conn owns a duplicate of its socket and nc is closed. Any other (TLS) is served by the
-// goroutine backend (goroutine.go): one goroutine reads nc and one writes it, with the same
-// queue, limits, heartbeats, lifetime and goodbye. Nothing is written or read until Start.
+// Take takes over a hijacked connection, in the next lane. A TCP connection joins the epoll
+// set: the returned Conn owns a duplicate of its socket and nc is closed. Any other (TLS) is
+// served by the goroutine backend (goroutine.go): one goroutine reads nc and one writes it,
+// with the same queue, limits, heartbeats, lifetime and goodbye. Nothing is written or read
+// until Start.
 func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
+	return s.TakeInLane(nc, proto, s.NextLane())
+}
+
+// NextLane returns a lane for a connection to come, in turn: for a protocol that is a hub sink
+// before its connection is taken (TakeInLane).
+func (s *Server) NextLane() int { return int(s.nextLane.Add(1) % uint32(len(s.workers))) }
+
+// TakeInLane is Take in the given lane, which NextLane returned.
+func (s *Server) TakeInLane(nc net.Conn, proto Protocol, lane int) (*Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return s.takeConn(nc, proto), nil
@@ -155,12 +168,13 @@ func (s *Server) Take(nc net.Conn, proto Protocol) (*Conn, error) {
 	_ = tc.Close()
 	unix.CloseOnExec(fd)
 	c := s.newConn(fd, proto)
-	c.worker = s.workers[fd%len(s.workers)]
+	c.lane = lane
+	c.worker = s.workers[lane]
 	return c, nil
 }
 
 func (s *Server) newConn(fd int, proto Protocol) *Conn {
-	c := &Conn{fd: fd, server: s, proto: proto, created: time.Now()}
+	c := &Conn{fd: fd, server: s, proto: proto, created: time.Now(), lane: -1}
 	c.lastWrite.Store(s.clock.Load())
 	if s.cfg.MaxLifetime > 0 {
 		c.deadline = c.created.Add(s.cfg.MaxLifetime).UnixNano()
@@ -470,6 +484,12 @@ func (s *Server) Shutdown() {
 		}
 		close(s.stop)
 		s.wg.Wait()
+		for _, w := range s.workers {
+			w.mu.Lock()
+			w.stopped = true
+			w.mu.Unlock()
+			w.drained.Broadcast()
+		}
 		var one [8]byte
 		one[0] = 1 // native endian on the machines epoll runs on; any non-zero value wakes
 		_, _ = unix.Write(s.wakefd, one[:])
@@ -527,15 +547,60 @@ func (s *Server) flushBatch() {
 	}
 }
 
-// worker writes the connections on its ready list.
+// Lanes returns how many lanes (writers) there are; it and Post and Wait make the hub's Lanes.
+func (s *Server) Lanes() int { return len(s.workers) }
+
+// Post hands a fanout job to lane's writer.
+func (s *Server) Post(lane int, j hub.Job) { s.workers[lane].post(j) }
+
+// maxJobs is how many jobs a writer holds before publishers wait (Wait).
+const maxJobs = 256
+
+// Wait blocks while a writer holds more than maxJobs jobs.
+func (s *Server) Wait() {
+	for _, w := range s.workers {
+		if !w.full.Load() {
+			continue // the common case, without the lock the writer takes for every connection
+		}
+		w.mu.Lock()
+		for len(w.jobs) > maxJobs && !w.stopped {
+			w.drained.Wait()
+		}
+		w.mu.Unlock()
+	}
+}
+
+// worker is one lane: it runs the hub's jobs for its connections and writes the connections on
+// its ready list.
 type worker struct {
-	mu    sync.Mutex
-	ready []*Conn
+	mu      sync.Mutex
+	ready   []*Conn
+	jobs    []hub.Job
+	drained sync.Cond   // on mu: jobs were taken
+	full    atomic.Bool // len(jobs) > maxJobs
+	stopped bool
 	// asleep says the worker found its list empty and waits for wake: only then does a push
 	// signal it, so that a fanout pushing thousands of connections signals once.
 	asleep  bool
 	wake    chan struct{}
 	batches *atomic.Int64 // the server's
+	// Two writers' structs, allocated together, must not share a line: each takes its own
+	// lock for every connection it queues to.
+	_ [128]byte
+}
+
+func (w *worker) post(j hub.Job) {
+	w.mu.Lock()
+	w.jobs = append(w.jobs, j)
+	if len(w.jobs) > maxJobs {
+		w.full.Store(true)
+	}
+	wake := w.asleep
+	w.asleep = false
+	w.mu.Unlock()
+	if wake {
+		w.wake <- struct{}{}
+	}
 }
 
 func (w *worker) push(c *Conn) {
@@ -566,7 +631,19 @@ func (w *worker) wakeIfReady() {
 
 func (w *worker) run(stop <-chan struct{}) {
 	var batch []*Conn
+	var jobs []hub.Job
 	buf := make([]byte, 0, 64<<10)
+	// flushReady writes the connections made ready so far: between the chunks of a job's walk,
+	// those the walk just queued to.
+	flushReady := func() {
+		w.mu.Lock()
+		batch, w.ready = w.ready, batch[:0]
+		w.mu.Unlock()
+		for i, c := range batch {
+			c.flush(&buf)
+			batch[i] = nil
+		}
+	}
 	for {
 		select {
 		case <-stop:
@@ -576,17 +653,25 @@ func (w *worker) run(stop <-chan struct{}) {
 		for {
 			w.mu.Lock()
 			batch, w.ready = w.ready, batch[:0]
-			if len(batch) == 0 {
+			jobs, w.jobs = w.jobs, jobs[:0]
+			w.full.Store(false)
+			idle := len(batch) == 0 && len(jobs) == 0
+			if idle {
 				w.asleep = true
 			}
 			w.mu.Unlock()
-			if len(batch) == 0 {
+			if idle {
 				break
+			}
+			if len(jobs) > 0 {
+				w.drained.Broadcast()
 			}
 			for i, c := range batch {
 				c.flush(&buf)
 				batch[i] = nil
 			}
+			hub.RunJobs(jobs, flushReady)
+			clear(jobs)
 			if cap(buf) > 1<<20 {
 				buf = make([]byte, 0, 64<<10)
 			}

@@ -80,7 +80,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
 	s.metrics = metrics.New(func() float64 { return float64(conns.SlowDisconnects()) },
 		func() float64 { return float64(s.hub.Channels()) })
 	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
-		Observer: s.metrics, Logger: logger, Batch: conns.Batch})
+		Observer: s.metrics, Logger: logger, Batch: conns.Batch, Lanes: conns})
 	s.http = &http.Server{
 		Handler:           s.track(s.g.guard(s.routes())),
 		ReadHeaderTimeout: cfg.HeaderTimeout,

@@ -112,7 +112,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &session{h: h, client: hub.ClientInfo{Client: transport.NewClientID(), Transport: "ws"},
-		id: id, clientKey: h.env.Client(r)}
+		id: id, clientKey: h.env.Client(r), lane: h.env.Conns.NextLane()}
 	s.subs.Observer = h.env.Observer
 	// The query's subscriptions are made before the handshake is answered, so that a client
 	// that has the 101 has them: a message published after it reaches the client. Until the
@@ -139,7 +139,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, transport.Errorf(http.StatusHTTPVersionNotSupported, "unsupported_protocol", "WebSocket needs HTTP/1.1 here"))
 		return
 	}
-	c, err := h.env.Conns.Take(nc, s)
+	c, err := h.env.Conns.TakeInLane(nc, s, s.lane)
 	if err != nil {
 		s.subs.Close()
 		_ = nc.Close()
@@ -219,6 +219,7 @@ type session struct {
 	h      *handler
 	c      *conn.Conn // set by open
 	opened atomic.Bool
+	lane   int // the connection layer's lane it is written by, chosen before its subscriptions
 	// Writer-owned.
 	greeted bool // accept is written
 	tracker transport.Tracker
@@ -276,6 +277,12 @@ func (k *sink) Deliver(f *hub.Frame) {
 	}
 	k.s.deliver(it)
 }
+
+// Lane implements hub.Laned for the session's subscriptions (see conn.Server.NextLane).
+func (k *sink) Lane() int { return k.s.lane }
+
+// Lane implements hub.Laned for the query's subscriptions.
+func (s *session) Lane() int { return s.lane }
 
 // Deliver receives the frames of the query's subscriptions, which need no reply.
 func (s *session) Deliver(f *hub.Frame) { s.deliver(conn.Item{Frame: f}) }

@@ -1,0 +1,167 @@
+package hub
+
+import "sync"
+
+// Lanes are the goroutines of a connection layer that write its connections, each owning its
+// own for good. The hub keeps a channel's subscriptions per lane, and hands each lane's writer
+// its part of a large fanout to walk itself: the writer then queues to its connections and
+// writes them on one core, instead of finding each connection's state in another core's cache
+// where the publisher left it, and the publisher queues one job per lane instead of one item
+// per subscriber.
+type Lanes interface {
+	// Lanes returns how many lanes there are.
+	Lanes() int
+	// Post hands j to the goroutine of lane, which runs it with RunJobs soon, in post order.
+	Post(lane int, j Job)
+	// Wait blocks while a lane holds more jobs than it should, so that publishers who outrun
+	// the writers slow down instead of queueing without bound. Called with no lock held.
+	Wait()
+}
+
+// Laned is implemented by a Sink that one lane writes: Lane returns it, or -1 for none.
+type Laned interface {
+	Lane() int
+}
+
+// Job is one frame for the subscriptions of one channel in one lane.
+type Job struct {
+	ch   *chanState
+	f    *Frame
+	seq  uint64 // the lane's post count: subscriptions that joined later skip the job
+	lane int
+}
+
+// walkChunk is how many subscriptions a lane's walk queues to before it lets its writer write
+// them, while their state is still in the writer's cache.
+const walkChunk = 64
+
+// inlineMax is the largest part of a fanout the publisher delivers itself: below it, waking a
+// writer costs more than it saves.
+const inlineMax = 32
+
+// lane is a channel's subscriptions in one lane, and their delivery state. The publisher
+// delivers to a lane itself while it is small and has no job waiting; otherwise it posts a job.
+type lane struct {
+	mu   sync.Mutex
+	subs []*Subscription // nil entries are holes, left by closes during a walk
+	// walking is set while the lane's writer walks subs with mu released between chunks:
+	// a close leaves a hole instead of moving the last subscription, and the walk compacts.
+	walking bool
+	holes   int
+	posted  uint64 // jobs ever posted
+	pending int    // jobs posted and not yet run
+	_       [64]byte
+}
+
+func (ln *lane) add(s *Subscription) {
+	s.ln, s.idx, s.joined = ln, len(ln.subs), ln.posted
+	ln.subs = append(ln.subs, s)
+}
+
+func (ln *lane) remove(s *Subscription) {
+	if ln.walking {
+		ln.subs[s.idx] = nil
+		ln.holes++
+		return
+	}
+	last := len(ln.subs) - 1
+	ln.subs[s.idx] = ln.subs[last]
+	ln.subs[s.idx].idx = s.idx
+	ln.subs[last] = nil
+	ln.subs = ln.subs[:last]
+}
+
+func (ln *lane) compact() {
+	kept := ln.subs[:0]
+	for _, s := range ln.subs {
+		if s != nil {
+			s.idx = len(kept)
+			kept = append(kept, s)
+		}
+	}
+	clear(ln.subs[len(kept):])
+	ln.subs, ln.holes = kept, 0
+}
+
+// count returns how many subscriptions the lane holds.
+func (ln *lane) count() int { return len(ln.subs) - ln.holes }
+
+// fanout hands f to every subscription of ch: the small lanes' directly, the others' through
+// their writers. Caller holds ch.mu.
+func (h *Hub) fanout(ch *chanState, f *Frame) {
+	n := 0
+	for i := range ch.lanes {
+		ln := &ch.lanes[i]
+		ln.mu.Lock()
+		switch {
+		case len(ln.subs) == 0:
+		case i == len(ch.lanes)-1 || (ln.pending == 0 && len(ln.subs) <= inlineMax):
+			// The publisher's own lane, or a small one with nothing waiting: delivering here
+			// keeps the lane's order.
+			for _, s := range ln.subs {
+				s.deliver(f)
+			}
+			n += len(ln.subs)
+		default:
+			ln.posted++
+			ln.pending++
+			h.cfg.Lanes.Post(i, Job{ch: ch, f: f, seq: ln.posted, lane: i})
+		}
+		ln.mu.Unlock()
+	}
+	if n > 0 {
+		h.cfg.Observer.Delivered(n)
+	}
+}
+
+// RunJobs runs jobs, posted to one lane, in order. After each chunk of subscriptions it calls
+// flush, with no lock held, for the caller to write what it just queued. Consecutive jobs of
+// one channel are walked together, so that a subscriber gets all of them queued before its
+// connection is written: when messages come faster than they are written, several leave in one
+// write.
+func RunJobs(jobs []Job, flush func()) {
+	for len(jobs) > 0 {
+		n := 1
+		for n < len(jobs) && jobs[n].ch == jobs[0].ch && jobs[n].lane == jobs[0].lane {
+			n++
+		}
+		walk(jobs[:n], flush)
+		jobs = jobs[n:]
+	}
+}
+
+func walk(jobs []Job, flush func()) {
+	ch := jobs[0].ch
+	ln := &ch.lanes[jobs[0].lane]
+	n := 0
+	ln.mu.Lock()
+	ln.walking = true
+	// Subscriptions added during the walk joined after every job in it was posted.
+	end := len(ln.subs)
+	for i := 0; i < end; {
+		for stop := min(i+walkChunk, end); i < stop; i++ {
+			s := ln.subs[i]
+			if s == nil {
+				continue
+			}
+			for j := range jobs {
+				if jobs[j].seq > s.joined {
+					s.deliver(jobs[j].f)
+					n++
+				}
+			}
+		}
+		ln.mu.Unlock()
+		flush()
+		ln.mu.Lock()
+	}
+	ln.walking = false
+	ln.pending -= len(jobs)
+	if ln.holes > 0 {
+		ln.compact()
+	}
+	ln.mu.Unlock()
+	if n > 0 {
+		ch.hub.cfg.Observer.Delivered(n)
+	}
+}
