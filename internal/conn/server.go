@@ -654,7 +654,9 @@ func (w *worker) run(stop <-chan struct{}) {
 			w.mu.Lock()
 			batch, w.ready = w.ready, batch[:0]
 			jobs, w.jobs = w.jobs, jobs[:0]
-			w.full.Store(false)
+			if len(jobs) > maxJobs {
+				w.full.Store(false) // only then: publishers read it on every publish
+			}
 			idle := len(batch) == 0 && len(jobs) == 0
 			if idle {
 				w.asleep = true

@@ -571,9 +571,7 @@ func (h *Hub) Info(ctx context.Context, name string) (Info, error) {
 	if ch := h.lookup(name); ch != nil {
 		ch.mu.Lock()
 		for i := range ch.lanes {
-			ch.lanes[i].mu.Lock()
-			info.Subscribers += ch.lanes[i].count()
-			ch.lanes[i].mu.Unlock()
+			info.Subscribers += ch.lanes[i].members
 		}
 		ch.mu.Unlock()
 	}

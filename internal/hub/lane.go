@@ -50,15 +50,22 @@ type lane struct {
 	holes   int
 	posted  uint64 // jobs ever posted
 	pending int    // jobs posted and not yet run
-	_       [64]byte
+	// members counts the subscriptions. It changes under both the channel's lock and mu, so
+	// that a fanout, which holds the former, passes an empty lane without taking the latter.
+	members int
+	// A whole number of cache lines, so that the lanes of a channel, side by side in an array
+	// that starts a line, share none: two writers walk them at once.
+	_ [56]byte
 }
 
 func (ln *lane) add(s *Subscription) {
 	s.ln, s.idx, s.joined = ln, len(ln.subs), ln.posted
 	ln.subs = append(ln.subs, s)
+	ln.members++
 }
 
 func (ln *lane) remove(s *Subscription) {
+	ln.members--
 	if ln.walking {
 		ln.subs[s.idx] = nil
 		ln.holes++
@@ -83,18 +90,17 @@ func (ln *lane) compact() {
 	ln.subs, ln.holes = kept, 0
 }
 
-// count returns how many subscriptions the lane holds.
-func (ln *lane) count() int { return len(ln.subs) - ln.holes }
-
 // fanout hands f to every subscription of ch: the small lanes' directly, the others' through
 // their writers. Caller holds ch.mu.
 func (h *Hub) fanout(ch *chanState, f *Frame) {
 	n := 0
 	for i := range ch.lanes {
 		ln := &ch.lanes[i]
+		if ln.members == 0 {
+			continue
+		}
 		ln.mu.Lock()
 		switch {
-		case len(ln.subs) == 0:
 		case i == len(ch.lanes)-1 || (ln.pending == 0 && len(ln.subs) <= inlineMax):
 			// The publisher's own lane, or a small one with nothing waiting: delivering here
 			// keeps the lane's order.
