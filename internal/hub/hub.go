@@ -29,8 +29,9 @@ type Namespace struct {
 	Presence    bool
 }
 
-// Sink receives a subscription's frames, in order. Deliver is called with the channel's lock
-// held, so it must only queue: a sink that cannot keep up closes itself and its subscriptions.
+// Sink receives a subscription's frames, in order. Deliver is called with a lock of the
+// channel's held, by the publisher or, for a Laned sink, by its lane's goroutine, so it must
+// only queue: a sink that cannot keep up closes itself and its subscriptions.
 type Sink interface {
 	Deliver(f *Frame)
 }

@@ -120,7 +120,12 @@ func publishN(t testing.TB, h *hub.Hub, ch string, n int) {
 
 func subscribe(t testing.TB, h *hub.Hub, req hub.SubscribeRequest) (*hub.Subscription, *recSink) {
 	t.Helper()
-	s := &recSink{}
+	return subscribeWith(t, h, req, &recSink{})
+}
+
+// subscribeWith subscribes s, and closes the subscription when the test ends.
+func subscribeWith[S hub.Sink](t testing.TB, h *hub.Hub, req hub.SubscribeRequest, s S) (*hub.Subscription, S) {
+	t.Helper()
 	req.Sink = s
 	sub, err := h.Subscribe(context.Background(), req)
 	if err != nil {
@@ -212,21 +217,40 @@ func checkContiguous(t testing.TB, name string, fs []*hub.Frame, wantStart *chan
 }
 
 func TestConcurrentPublishersWithChurningSubscribers(t *testing.T) {
-	const (
-		publishers = 8
-		perPub     = 300
-		total      = publishers * perPub
-	)
+	const total = 8 * 300
 	h := newHub(t, nil, nil)
 	_, steady := subscribe(t, h, hub.SubscribeRequest{Channel: "room"})
 	epoch := epochOf(t, h, "room")
+	publishWhileChurning(t, h, "room", 8, 300, func(int, int) framedSink { return &recSink{} }, nil, func() {})
+	if last := checkContiguous(t, "steady", steady.Frames(), pos(epoch, 0)); last != total {
+		t.Fatalf("steady subscriber got up to %d, want %d", last, total)
+	}
+	if info, _ := h.Info(context.Background(), "room"); info.Subscribers != 1 || info.Offset != total {
+		t.Fatalf("Info = %+v", info)
+	}
+}
 
+// framedSink is a sink that records what it is handed.
+type framedSink interface {
+	hub.Sink
+	Frames() []*hub.Frame
+}
+
+// publishWhileChurning publishes perPub messages to ch from each of publishers goroutines,
+// checking that every offset is answered once, while three churners subscribe newSink's sinks
+// (resuming from since's position when it gives one) and close them again, until the
+// publishes end. Each churned subscription must get its start frame, then an unbroken run of
+// messages, and nothing after Close once settle has returned.
+func publishWhileChurning(t *testing.T, h *hub.Hub, ch string, publishers, perPub int,
+	newSink func(churner, i int) framedSink, since func() *channel.Position, settle func()) {
+	t.Helper()
+	total := publishers * perPub
 	var pubWG, churnWG sync.WaitGroup
 	offsets := make(chan uint64, total)
 	for p := range publishers {
 		pubWG.Go(func() {
 			for i := range perPub {
-				res, err := h.Publish(context.Background(), []hub.Publication{{Channel: "room", ContentType: "text/plain",
+				res, err := h.Publish(context.Background(), []hub.Publication{{Channel: ch, ContentType: "text/plain",
 					Data: fmt.Appendf(nil, "%d/%d", p, i)}})
 				if err != nil || res[0].Err != nil {
 					t.Errorf("publish: %v %v", err, res[0].Err)
@@ -249,20 +273,25 @@ func TestConcurrentPublishersWithChurningSubscribers(t *testing.T) {
 					return
 				default:
 				}
-				s := &recSink{}
-				sub, err := h.Subscribe(context.Background(), hub.SubscribeRequest{Channel: "room", Sink: s})
+				s := newSink(c, i)
+				req := hub.SubscribeRequest{Channel: ch, Sink: s}
+				if since != nil && i%2 == 1 {
+					req.Since = since()
+				}
+				sub, err := h.Subscribe(context.Background(), req)
 				if err != nil {
 					t.Errorf("subscribe: %v", err)
 					return
 				}
-				time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+				time.Sleep(time.Duration(rand.IntN(400)) * time.Microsecond)
 				sub.Close()
 				n := len(s.Frames())
 				sub.Close() // twice is fine
-				if len(s.Frames()) != n {
-					t.Errorf("frames delivered after Close")
+				settle()
+				if got := len(s.Frames()); got != n {
+					t.Errorf("%d frames delivered after Close", got-n)
 				}
-				if _, err := contiguous(s.Frames(), nil); err != nil {
+				if _, err := contiguous(s.Frames(), req.Since); err != nil {
 					t.Errorf("churner %d/%d: %v", c, i, err)
 					return
 				}
@@ -274,22 +303,16 @@ func TestConcurrentPublishersWithChurningSubscribers(t *testing.T) {
 	close(done)
 	churnWG.Wait()
 	close(offsets)
-
+	settle()
 	seen := make([]bool, total+1)
 	for o := range offsets {
-		if o == 0 || o > total || seen[o] {
+		if o == 0 || o > uint64(total) || seen[o] {
 			t.Fatalf("offset %d answered twice or out of 1..%d", o, total)
 		}
 		seen[o] = true
 	}
-	if last := checkContiguous(t, "steady", steady.Frames(), pos(epoch, 0)); last != total {
-		t.Fatalf("steady subscriber got up to %d, want %d", last, total)
-	}
 	if churned.Load() == 0 {
 		t.Fatal("no subscriber churned")
-	}
-	if info, _ := h.Info(context.Background(), "room"); info.Subscribers != 1 || info.Offset != total {
-		t.Fatalf("Info = %+v", info)
 	}
 }
 

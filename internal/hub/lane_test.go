@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/crier-push/crier/internal/channel"
 	"github.com/crier-push/crier/internal/hub"
 	"github.com/crier-push/crier/internal/store/memory"
 )
@@ -131,14 +131,7 @@ func newLaneHub(t testing.TB, lanes int, ns nsConfig) (*hub.Hub, *testLanes) {
 
 func subscribeIn(t testing.TB, h *hub.Hub, lane int, req hub.SubscribeRequest) (*hub.Subscription, *laneSink) {
 	t.Helper()
-	s := &laneSink{lane: lane}
-	req.Sink = s
-	sub, err := h.Subscribe(context.Background(), req)
-	if err != nil {
-		t.Fatalf("Subscribe(%s): %v", req.Channel, err)
-	}
-	t.Cleanup(sub.Close)
-	return sub, s
+	return subscribeWith(t, h, req, &laneSink{lane: lane})
 }
 
 // TestLanesKeepOrder: with large fanouts walked by lanes, concurrent publishers and subscribers
@@ -165,71 +158,20 @@ func TestLanesKeepOrder(t *testing.T) {
 	_, plain := subscribe(t, h, hub.SubscribeRequest{Channel: "room"})
 	steady = append(steady, plain)
 	epoch := epochOf(t, h, "room")
-
-	var pubWG, churnWG sync.WaitGroup
-	for p := range publishers {
-		pubWG.Go(func() {
-			for i := range perPub {
-				res, err := h.Publish(context.Background(), []hub.Publication{{Channel: "room", ContentType: "text/plain",
-					Data: fmt.Appendf(nil, "%d/%d", p, i)}})
-				if err != nil || res[0].Err != nil {
-					t.Errorf("publish: %v %v", err, res[0].Err)
-					return
-				}
+	publishWhileChurning(t, h, "room", publishers, perPub,
+		func(c, i int) framedSink { return &laneSink{lane: (c + i) % lanes} },
+		func() *channel.Position { // a position published already
+			info, err := h.Info(context.Background(), "room")
+			if err != nil {
+				t.Error(err)
+				return nil
 			}
-		})
-	}
-	done := make(chan struct{})
-	var churned atomic.Int64
-	for c := range 3 {
-		churnWG.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				s := &laneSink{lane: (c + i) % lanes}
-				req := hub.SubscribeRequest{Channel: "room", Sink: s}
-				if i%2 == 1 { // resume from a position published already
-					info, err := h.Info(context.Background(), "room")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					req.Since = pos(epoch, rand.Uint64N(info.Offset+1))
-				}
-				sub, err := h.Subscribe(context.Background(), req)
-				if err != nil {
-					t.Errorf("subscribe: %v", err)
-					return
-				}
-				time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
-				sub.Close()
-				n := len(s.Frames())
-				l.settle()
-				if got := len(s.Frames()); got != n {
-					t.Errorf("%d frames delivered after Close", got-n)
-				}
-				if _, err := contiguous(s.Frames(), req.Since); err != nil {
-					t.Errorf("churner %d/%d: %v", c, i, err)
-					return
-				}
-				churned.Add(1)
-			}
-		})
-	}
-	pubWG.Wait()
-	close(done)
-	churnWG.Wait()
-	l.settle()
+			return pos(epoch, rand.Uint64N(info.Offset+1))
+		}, l.settle)
 	for i, s := range steady {
 		if last := checkContiguous(t, fmt.Sprint("steady ", i), s.Frames(), pos(epoch, 0)); last != total {
 			t.Fatalf("steady subscriber %d got up to %d, want %d", i, last, total)
 		}
-	}
-	if churned.Load() == 0 {
-		t.Fatal("no subscriber churned")
 	}
 	if info, _ := h.Info(context.Background(), "room"); info.Subscribers != len(steady) {
 		t.Fatalf("Info = %+v, want %d subscribers", info, len(steady))
