@@ -60,14 +60,17 @@ func TestTooManyConnectionsInAll(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(c *config.Config) { c.MaxConns = 1 })
 	c := openSSE(t, ts.URL+"/v1/sse?channel=news")
+	// The stream's head is written before it subscribes: wait for its subscription.
+	subscribers := func() any { _, out := get(t, ts.URL+"/v1/channels/news"); return out["subscribers"] }
+	eventually(t, "the first stream's subscription", func() bool { return subscribers() == float64(1) })
 	res, b := rawDo(t, "GET", ts.URL+"/v1/sse?channel=news", nil)
 	checkError(t, res, b, 429, "too_many_connections")
 	if !strings.Contains(string(b), "this server") {
 		t.Fatalf("the reason does not say which limit: %s", b)
 	}
 	// A refused request left no subscription behind.
-	if _, out := get(t, ts.URL+"/v1/channels/news"); out["subscribers"] != float64(1) {
-		t.Fatalf("subscribers %v", out["subscribers"])
+	if n := subscribers(); n != float64(1) {
+		t.Fatalf("subscribers %v", n)
 	}
 	_ = c
 	healthy(t, ts.URL)
