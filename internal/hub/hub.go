@@ -243,8 +243,8 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	n, fresh := h.fanOut(res, idx, out)
-	if h.cfg.Lanes != nil {
+	n, fresh, posted := h.fanOut(res, idx, out)
+	if posted {
 		h.cfg.Lanes.Wait()
 	}
 	if len(fresh) > 0 {
@@ -261,7 +261,7 @@ func (h *Hub) Publish(ctx context.Context, pubs []Publication) ([]Appended, erro
 // fanOut answers the publishes of res (idx maps them to out) and fans the new messages out to
 // this node's subscribers, in one batch of the connection layer's (Config.Batch). It returns how
 // many messages are new, and, with a broker, which.
-func (h *Hub) fanOut(res []Appended, idx []int, out []Appended) (n int, fresh []Message) {
+func (h *Hub) fanOut(res []Appended, idx []int, out []Appended) (n int, fresh []Message, posted bool) {
 	if h.cfg.Batch != nil {
 		defer h.cfg.Batch()()
 	}
@@ -276,11 +276,11 @@ func (h *Hub) fanOut(res []Appended, idx []int, out []Appended) (n int, fresh []
 			// its state from the store, which already holds this message.
 			if ch := h.lookup(r.Message.Channel); ch != nil {
 				r.Message.Channel = ch.name // one copy of the name for all its frames
-				h.dispatch(ch, NewFrame(r.Message))
+				posted = h.dispatch(ch, NewFrame(r.Message)) || posted
 			}
 		}
 	}
-	return n, fresh
+	return n, fresh, posted
 }
 
 // Dispatch fans a committed message's frame out to this node's subscribers, in offset order:
@@ -288,27 +288,27 @@ func (h *Hub) fanOut(res []Appended, idx []int, out []Appended) (n int, fresh []
 // on other nodes.
 func (h *Hub) Dispatch(f *Frame) {
 	if ch := h.lookup(f.Msg.Channel); ch != nil {
-		h.dispatch(ch, f)
-		if h.cfg.Lanes != nil {
+		if h.dispatch(ch, f) {
 			h.cfg.Lanes.Wait()
 		}
 	}
 }
 
-func (h *Hub) dispatch(ch *chanState, f *Frame) {
+// dispatch reports whether it posted a job to a lane.
+func (h *Hub) dispatch(ch *chanState, f *Frame) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if f.Msg.Epoch != ch.epoch || f.Msg.Offset < ch.next {
-		return // an old epoch's message, or one already fanned out
+		return false // an old epoch's message, or one already fanned out
 	}
 	if f.Msg.Offset > ch.next {
 		if ch.early == nil {
 			ch.early = make(map[uint64]*Frame)
 		}
 		ch.early[f.Msg.Offset] = f
-		return
+		return false
 	}
-	h.fanout(ch, f)
+	posted := h.fanout(ch, f)
 	ch.next++
 	for len(ch.early) > 0 {
 		g := ch.early[ch.next]
@@ -316,9 +316,10 @@ func (h *Hub) dispatch(ch *chanState, f *Frame) {
 			break
 		}
 		delete(ch.early, ch.next)
-		h.fanout(ch, g)
+		posted = h.fanout(ch, g) || posted
 		ch.next++
 	}
+	return posted
 }
 
 // SubscribeRequest asks for one channel.

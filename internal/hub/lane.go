@@ -91,8 +91,9 @@ func (ln *lane) compact() {
 }
 
 // fanout hands f to every subscription of ch: the small lanes' directly, the others' through
-// their writers. Caller holds ch.mu.
-func (h *Hub) fanout(ch *chanState, f *Frame) {
+// their writers. It reports whether it posted a job. Caller holds ch.mu.
+func (h *Hub) fanout(ch *chanState, f *Frame) bool {
+	posted := false
 	n := 0
 	for i := range ch.lanes {
 		ln := &ch.lanes[i]
@@ -112,12 +113,14 @@ func (h *Hub) fanout(ch *chanState, f *Frame) {
 			ln.posted++
 			ln.pending++
 			h.cfg.Lanes.Post(i, Job{ch: ch, f: f, seq: ln.posted, lane: i})
+			posted = true
 		}
 		ln.mu.Unlock()
 	}
 	if n > 0 {
 		h.cfg.Observer.Delivered(n)
 	}
+	return posted
 }
 
 // RunJobs runs jobs, posted to one lane, in order. After each chunk of subscriptions it calls
