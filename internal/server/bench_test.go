@@ -54,80 +54,93 @@ func BenchmarkHTTPPublish(b *testing.B) {
 	}
 }
 
-// BenchmarkDeliveries measures end-to-end deliveries per second over loopback: 100 subscribers
-// of one channel, each a raw socket read by its own goroutine, and b.N messages published
-// through the hub as fast as it takes them. One op is one message delivered to all 100.
+// BenchmarkDeliveries measures end-to-end deliveries per second over loopback: 100 subscribers,
+// each a raw socket read by its own goroutine, on one channel (a fanout the writers walk) or
+// spread over ten (small fanouts the publisher writes itself), and b.N messages published
+// through the hub as fast as it takes them, to the channels in turn. One op is one message
+// delivered to all its channel's subscribers.
 // Run: go test -run x -bench Deliveries -benchtime 20000x ./internal/server/
 func BenchmarkDeliveries(b *testing.B) {
 	const subscribers = 100
 	for _, tr := range []string{"sse", "ws"} {
-		b.Run(tr, func(b *testing.B) {
-			ts := startServer(b, func(c *config.Config) {
-				// The benchmark publishes far ahead of the readers: no subscriber may be cut off.
-				c.QueueSize, c.QueueBytes = 1<<22, 1<<30
-			})
-			host := strings.TrimPrefix(ts.URL, "http://")
-			var request string
-			switch tr {
-			case "sse":
-				request = "GET /v1/sse?channel=bench HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
-			case "ws":
-				request = "GET /v1/ws?channel=bench HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\n" +
-					"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-			}
-			var received atomic.Int64
-			var wg sync.WaitGroup
-			conns := make([]net.Conn, subscribers)
-			for i := range conns {
-				c, err := net.Dial("tcp", host)
-				if err != nil {
-					b.Fatal(err)
-				}
-				conns[i] = c
-				if _, err := io.WriteString(c, request); err != nil {
-					b.Fatal(err)
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					countToken(c, []byte(`"offset":`), &received)
-				}()
-			}
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-				info, err := ts.Server.Hub().Info(context.Background(), "bench")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if info.Subscribers == subscribers {
-					break
-				}
-				if time.Now().After(deadline) {
-					b.Fatalf("%d of %d subscribers after 10 s", info.Subscribers, subscribers)
-				}
-			}
-			payload := []byte(`{"seq":1,"text":"a message of about sixty-four bytes in all"}`)
-			b.ResetTimer()
-			for range b.N {
-				if _, err := ts.Server.Hub().Publish(context.Background(), []hub.Publication{{
-					Channel: "bench", ContentType: "application/json", Data: payload}}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			want := int64(b.N) * subscribers
-			for deadline := time.Now().Add(time.Minute); received.Load() < want; time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					b.Fatalf("%d of %d deliveries after a minute (slow disconnects: %d)",
-						received.Load(), want, ts.Server.conns.SlowDisconnects())
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
-			for _, c := range conns {
-				c.Close()
-			}
-			wg.Wait()
-		})
+		for _, channels := range []int{1, 10} {
+			b.Run(fmt.Sprintf("%s/channels=%d", tr, channels), func(b *testing.B) { benchDeliveries(b, tr, subscribers, channels) })
+		}
 	}
+}
+
+func benchDeliveries(b *testing.B, tr string, subscribers, channels int) {
+	ts := startServer(b, func(c *config.Config) {
+		// The benchmark publishes far ahead of the readers: no subscriber may be cut off.
+		c.QueueSize, c.QueueBytes = 1<<22, 1<<30
+	})
+	host := strings.TrimPrefix(ts.URL, "http://")
+	request := func(channel string) string {
+		if tr == "sse" {
+			return "GET /v1/sse?channel=" + channel + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		}
+		return "GET /v1/ws?channel=" + channel + " HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\n" +
+			"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	}
+	names := make([]string, channels)
+	for i := range names {
+		names[i] = fmt.Sprint("bench", i)
+	}
+	var received atomic.Int64
+	var wg sync.WaitGroup
+	conns := make([]net.Conn, subscribers)
+	for i := range conns {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns[i] = c
+		if _, err := io.WriteString(c, request(names[i%channels])); err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			countToken(c, []byte(`"offset":`), &received)
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		n := 0
+		for _, name := range names {
+			info, err := ts.Server.Hub().Info(context.Background(), name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += info.Subscribers
+		}
+		if n == subscribers {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d subscribers after 10 s", n, subscribers)
+		}
+	}
+	payload := []byte(`{"seq":1,"text":"a message of about sixty-four bytes in all"}`)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := ts.Server.Hub().Publish(context.Background(), []hub.Publication{{
+			Channel: names[i%channels], ContentType: "application/json", Data: payload}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	want := int64(b.N) * int64(subscribers/channels)
+	for deadline := time.Now().Add(time.Minute); received.Load() < want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d deliveries after a minute (slow disconnects: %d)",
+				received.Load(), want, ts.Server.conns.SlowDisconnects())
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
+	for _, c := range conns {
+		c.Close()
+	}
+	wg.Wait()
 }
 
 // countToken adds to n the occurrences of tok in what c sends until it closes, including
