@@ -109,7 +109,9 @@ func (g *gateSink) Lane() int { return g.lane }
 
 func (g *gateSink) Deliver(f *hub.Frame) {
 	if f.Kind == hub.KindMessage && g.gate != nil {
-		g.once.Do(func() { close(g.entered) })
+		if g.entered != nil {
+			g.once.Do(func() { close(g.entered) })
+		}
 		<-g.gate
 	}
 	g.n.Add(1)
@@ -126,9 +128,9 @@ func TestWaitBoundsJobs(t *testing.T) {
 	// The writer gets stuck walking channel "stuck"; the publishes to "c" pile up behind.
 	var sinks []*gateSink
 	for i := range 2 * 40 { // above what a publisher delivers to itself
-		g := &gateSink{gate: gate, entered: entered}
-		if i > 0 {
-			g.once.Do(func() {}) // only the first one signals
+		g := &gateSink{gate: gate}
+		if i == 0 {
+			g.entered = entered // the first one the walk reaches signals
 		}
 		name := "stuck"
 		if i >= 40 {

@@ -652,12 +652,11 @@ func (w *worker) run(stop <-chan struct{}) {
 		}
 		for {
 			w.mu.Lock()
-			batch, w.ready = w.ready, batch[:0]
 			jobs, w.jobs = w.jobs, jobs[:0]
 			if len(jobs) > maxJobs {
 				w.full.Store(false) // only then: publishers read it on every publish
 			}
-			idle := len(batch) == 0 && len(jobs) == 0
+			idle := len(jobs) == 0 && len(w.ready) == 0
 			if idle {
 				w.asleep = true
 			}
@@ -668,10 +667,7 @@ func (w *worker) run(stop <-chan struct{}) {
 			if len(jobs) > 0 {
 				w.drained.Broadcast()
 			}
-			for i, c := range batch {
-				c.flush(&buf)
-				batch[i] = nil
-			}
+			flushReady()
 			hub.RunJobs(jobs, flushReady)
 			clear(jobs)
 			if cap(buf) > 1<<20 {
