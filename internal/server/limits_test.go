@@ -60,9 +60,11 @@ func TestTooManyConnectionsInAll(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(c *config.Config) { c.MaxConns = 1 })
 	c := openSSE(t, ts.URL+"/v1/sse?channel=news")
-	// The stream's head is written before it subscribes: wait for its subscription.
+	// A stream subscribes before its head is written: a client that has the head is counted.
 	subscribers := func() any { _, out := get(t, ts.URL+"/v1/channels/news"); return out["subscribers"] }
-	eventually(t, "the first stream's subscription", func() bool { return subscribers() == float64(1) })
+	if n := subscribers(); n != float64(1) {
+		t.Fatalf("subscribers %v once the first stream's head came", n)
+	}
 	res, b := rawDo(t, "GET", ts.URL+"/v1/sse?channel=news", nil)
 	checkError(t, res, b, 429, "too_many_connections")
 	if !strings.Contains(string(b), "this server") {

@@ -98,10 +98,9 @@ func (e *Env) ServeStream(w http.ResponseWriter, r *http.Request, name string, t
 		c.Send(first)
 	}
 	e.Observer.Connected(name, 1)
-	if err := e.Conns.Start(c, buffered); err != nil {
-		return // Closed has run
-	}
-	b.expireAt(c, id.Expires())
+	// Subscribe before Start writes the head, so that a client that has the head has its
+	// subscriptions: a message published after it reaches the client. What they deliver waits
+	// in the connection's queue until Start.
 	client := hub.ClientInfo{Client: NewClientID(), User: id.Subject(), Transport: name}
 	ctx, cancel := context.WithTimeout(context.Background(), e.SubscribeTimeout)
 	for _, t := range targets {
@@ -114,6 +113,10 @@ func (e *Env) ServeStream(w http.ResponseWriter, r *http.Request, name string, t
 		}
 	}
 	cancel()
+	if err := e.Conns.Start(c, buffered); err != nil {
+		return // Closed has run
+	}
+	b.expireAt(c, id.Expires())
 	e.Conns.Serve(c)
 }
 

@@ -63,12 +63,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.release = transport.KeepConnSlot(r)
 	h.env.Observer.Connected("sse", 1)
 	c.Send(h.head(c, w.Header()))
-	if err := h.env.Conns.Start(c, buffered); err != nil {
-		return
-	}
-	st.expireAt(id.Expires())
+	// Subscribe before Start writes the head, so that a client that has the head has its
+	// subscriptions: a message published after it reaches the client. What they deliver waits
+	// in the connection's queue until Start.
 	ctx, cancel := context.WithTimeout(context.Background(), h.env.SubscribeTimeout)
-	defer cancel()
 	client := hub.ClientInfo{Client: transport.NewClientID(), Transport: "sse"}
 	for _, t := range targets {
 		if _, err := st.subs.Subscribe(ctx, h.env.Hub, hub.SubscribeRequest{Channel: t.Channel, Since: t.Since, Sink: c, Client: client}); err != nil {
@@ -77,6 +75,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	cancel()
+	if err := h.env.Conns.Start(c, buffered); err != nil {
+		return
+	}
+	st.expireAt(id.Expires())
 	h.env.Conns.Serve(c) // an attached connection is written until it ends
 }
 
