@@ -209,6 +209,10 @@ type Report struct {
 
 	ServerCPUSPerMillion  *float64 `json:"server_cpu_s_per_million"`
 	ServerCPUUsPerPublish *float64 `json:"server_cpu_us_per_publish"`
+	// ServerUserShare is the part of the server's CPU spent in user space, the rest in the
+	// kernel (mostly its writes): what the server itself can still cut, measured to the
+	// kernel's tick.
+	ServerUserShare       *float64 `json:"server_cpu_user_share"`
 	BenchCPUUsPerDelivery *float64 `json:"bench_cpu_us_per_delivery"`
 	// Floor is the bare write loop measured after the scenario (see floorrun.go), and
 	// ServerVsFloor the server's CPU per delivery over the floor's per write.
@@ -284,6 +288,9 @@ func (r *Report) print(w io.Writer, jsonOnly bool) {
 				r.Lost, r.Duplicated, r.OutOfOrder, r.Unexpected, r.OtherEvents)
 			opt("server CPU per 1M deliveries", "s", r.ServerCPUSPerMillion)
 			opt("server CPU per publish", "µs", r.ServerCPUUsPerPublish)
+			if r.ServerUserShare != nil {
+				row("server CPU in user space", "%.1f%%", 100**r.ServerUserShare)
+			}
 			opt("bench CPU per delivery", "µs", r.BenchCPUUsPerDelivery)
 			if f := r.Floor; f != nil {
 				row("floor of this run", "%.2f µs per write (%d connections, %d B, %d rounds; reader %.2f µs)",

@@ -464,6 +464,32 @@ func TestBenchAgainstFakeServer(t *testing.T) {
 
 // TestMainOutput runs the command as CI does: a table, then one JSON line,
 // and an error exactly when messages went wrong.
+// TestProcCPU: a process that spins in user space shows it there, not in the kernel.
+func TestProcCPU(t *testing.T) {
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, after := uint64(1), before
+	for deadline := time.Now().Add(20 * time.Second); after.user-before.user < 200*time.Millisecond; {
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s of spinning showed %v of user CPU", after.user-before.user)
+		}
+		for range 1000000 {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		if after, err = procCPU(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if system := after.system - before.system; system > (after.user-before.user)/2 {
+		t.Errorf("spinning showed %v in the kernel against %v in user space (x %d)", system, after.user-before.user, x)
+	}
+	if after.total() != after.user+after.system {
+		t.Errorf("total %v is not user %v + system %v", after.total(), after.user, after.system)
+	}
+}
+
 func TestMainOutput(t *testing.T) {
 	t.Parallel()
 	for _, f := range []fault{{}, {kind: "dup", channel: "t.0", offset: 2}} {
@@ -488,7 +514,7 @@ func TestMainOutput(t *testing.T) {
 		}
 		for _, k := range []string{"connect_rate", "server_rss_per_conn_kib", "server_cpu_s_per_million",
 			"deliveries_per_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
-			"lost", "duplicated", "out_of_order", "bench_cpu_us_per_delivery", "ok"} {
+			"lost", "duplicated", "out_of_order", "bench_cpu_us_per_delivery", "server_cpu_user_share", "ok"} {
 			if _, ok := rep[k]; !ok {
 				t.Errorf(
 					"JSON line has no %q",

@@ -407,7 +407,7 @@ func (b *bench) publishPhase(ctx context.Context, rep *Report) error {
 		wakeups    uint64
 		published  uint64
 		self       time.Duration
-		server     time.Duration
+		server     cpuTimes
 		serverErr  error
 	}
 	snap := func() snapshot {
@@ -467,7 +467,10 @@ func (b *bench) publishPhase(ctx context.Context, rep *Report) error {
 		rep.BenchCPUUsPerDelivery = f64(float64((z.self - a.self).Microseconds()) / float64(dDeliveries))
 	}
 	if o.pid > 0 && a.serverErr == nil && z.serverErr == nil {
-		cpu := (z.server - a.server).Seconds()
+		cpu := (z.server.total() - a.server.total()).Seconds()
+		if cpu > 0 {
+			rep.ServerUserShare = f64((z.server.user - a.server.user).Seconds() / cpu)
+		}
 		if dDeliveries > 0 {
 			rep.ServerCPUSPerMillion = f64(cpu / (float64(dDeliveries) / 1e6))
 		}

@@ -151,28 +151,34 @@ func procRSS(pid int) (int64, error) {
 // Linux architecture Go supports.
 const clockTicks = 100
 
-// procCPU returns the CPU time (user + system) process pid has used.
-func procCPU(pid int) (time.Duration, error) {
+// cpuTimes is the CPU time a process has used, in user space and in the kernel.
+type cpuTimes struct{ user, system time.Duration }
+
+func (t cpuTimes) total() time.Duration { return t.user + t.system }
+
+// procCPU returns the CPU time process pid has used.
+func procCPU(pid int) (cpuTimes, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	// The command name, in parentheses, may hold spaces: fields count from
 	// after its closing parenthesis, where field 3 (state) starts.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
+		return cpuTimes{}, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
 	}
 	f := bytes.Fields(b[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
+		return cpuTimes{}, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
 	}
 	utime, err1 := strconv.ParseInt(string(f[11]), 10, 64) // field 14
 	stime, err2 := strconv.ParseInt(string(f[12]), 10, 64) // field 15
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
+		return cpuTimes{}, fmt.Errorf("bench: malformed /proc/%d/stat", pid)
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	return cpuTimes{user: time.Duration(utime) * time.Second / clockTicks,
+		system: time.Duration(stime) * time.Second / clockTicks}, nil
 }
 
 // selfCPU returns the CPU time this process has used, all threads.
