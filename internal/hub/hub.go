@@ -491,6 +491,16 @@ func (h *Hub) catchUp(ctx context.Context, name string, since *channel.Position,
 
 func gapData(reason string) map[string]string { return map[string]string{"reason": reason} }
 
+// Retarget makes sink receive the subscription's frames from now on, in place of the sink it
+// was made with; frames already handed to that one stay there. sink must be in the same lane
+// (Laned) as the first. It lets a transport subscribe before its connection exists, and then
+// have the connection itself receive, one object less per delivery.
+func (s *Subscription) Retarget(sink Sink) {
+	s.ln.mu.Lock()
+	s.sink = sink
+	s.ln.mu.Unlock()
+}
+
 // Close detaches the subscription. It is safe to call more than once.
 func (s *Subscription) Close() {
 	ch, ln := s.ch, s.ln

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -342,3 +343,74 @@ type laneCountSink struct {
 
 func (s *laneCountSink) Deliver(*hub.Frame) { s.n.Add(1) }
 func (s *laneCountSink) Lane() int          { return s.lane }
+
+// TestRetarget: subscriptions handed to another sink while publishers run (in lanes with jobs
+// in flight, and in no lane) give each message to exactly one of the two sinks: the first sink
+// a prefix of the stream, the second the rest, in order.
+func TestRetarget(t *testing.T) {
+	const (
+		lanes   = 2
+		perLane = 40 // above the size a publisher delivers to itself
+		total   = 300
+	)
+	h, l := newLaneHub(t, lanes, nil)
+	type pair struct {
+		sub         *hub.Subscription
+		first, then *laneSink
+	}
+	var pairs []pair
+	for i := range lanes*perLane + 1 {
+		lane := i % lanes
+		if i == lanes*perLane {
+			lane = -1
+		}
+		sub, first := subscribeIn(t, h, lane, hub.SubscribeRequest{Channel: "room"})
+		pairs = append(pairs, pair{sub, first, &laneSink{lane: lane}})
+	}
+	epoch := epochOf(t, h, "room")
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range total {
+			publishN(t, h, "room", 1)
+			published.Store(int64(i + 1))
+			if i%8 == 0 {
+				runtime.Gosched()
+			}
+		}
+	})
+	for i, p := range pairs {
+		// Spread the handovers over the stream, with the lanes' jobs in flight.
+		for published.Load() < int64(i*total/(len(pairs)+1)) {
+			runtime.Gosched()
+		}
+		p.sub.Retarget(p.then)
+	}
+	wg.Wait()
+	l.settle()
+	for i, p := range pairs {
+		first, then := p.first.Frames(), p.then.Frames()
+		all := append(slices.Clone(first), then...)
+		if last := checkContiguous(t, fmt.Sprint("subscriber ", i), all, pos(epoch, 0)); last != total {
+			t.Fatalf("subscriber %d got up to %d across both sinks, want %d", i, last, total)
+		}
+	}
+	// A frame published after every handover reaches the new sinks only.
+	publishN(t, h, "room", 1)
+	l.settle()
+	split := 0
+	for i, p := range pairs {
+		if len(p.first.Frames()) > 1 && len(p.then.Frames()) > 1 {
+			split++
+		}
+		if got := p.then.Frames(); len(got) == 0 || got[len(got)-1].Msg.Offset != total+1 {
+			t.Fatalf("subscriber %d: the last publish did not reach the new sink", i)
+		}
+		if got := p.first.Frames(); got[len(got)-1].Msg.Offset > total {
+			t.Fatalf("subscriber %d: the old sink got a frame after the handover", i)
+		}
+	}
+	if split < len(pairs)/2 {
+		t.Fatalf("only %d of %d handovers came amid the stream", split, len(pairs))
+	}
+}

@@ -77,6 +77,17 @@ func (s *Subs) Subscribe(ctx context.Context, h *hub.Hub, req hub.SubscribeReque
 	return true, nil
 }
 
+// Retarget hands every subscription made so far to sink (see hub.Subscription.Retarget).
+func (s *Subs) Retarget(sink hub.Sink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.subs {
+		if sub != nil { // nil: a subscribe under way, whose sink is its caller's to choose
+			sub.Retarget(sink)
+		}
+	}
+}
+
 // Unsubscribe closes one subscription; it reports whether there was one.
 func (s *Subs) Unsubscribe(name string) bool {
 	s.mu.Lock()

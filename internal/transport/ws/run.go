@@ -66,7 +66,7 @@ func (s *session) subscribe(ctx context.Context, cmd Command) error {
 	}
 	// The reply is the subscription's start frame, rendered: it follows whatever was queued
 	// before and precedes the subscription's first message.
-	k := &sink{s: s, id: cmd.ID}
+	k := &sink{c: s.c, id: cmd.ID}
 	ok, err := s.subs.Subscribe(ctx, s.h.env.Hub, hub.SubscribeRequest{Channel: cmd.Channel, Since: since, Sink: k, Client: s.client})
 	if err != nil {
 		return err

@@ -214,15 +214,15 @@ func hasToken(v, token string) bool {
 
 // session is one WebSocket connection.
 type session struct {
-	// What a delivery reads comes first, in two cache lines: the hub's walk reads opened and
-	// c, the writer h, greeted and tracker.
-	h      *handler
+	// What the writer reads to render a delivery comes first, in as few cache lines as it fits.
+	h       *handler
+	greeted bool // accept is written; writer-owned
+	tracker transport.Tracker
+	scratch []byte // writer-owned: a reply, or a multi-channel cursor
+
 	c      *conn.Conn // set by open
 	opened atomic.Bool
 	lane   int // the connection layer's lane it is written by, chosen before its subscriptions
-	// Writer-owned.
-	greeted bool // accept is written
-	tracker transport.Tracker
 
 	client    hub.ClientInfo
 	subs      transport.Subs
@@ -251,9 +251,7 @@ type session struct {
 	cmds    []pending
 	running bool
 
-	// Writer-owned.
-	accept  []byte // the 101 answer, written before anything else
-	scratch []byte
+	accept []byte // the 101 answer, written before anything else; writer-owned
 }
 
 // pending is a command waiting to run, or the error to answer a frame that held none.
@@ -264,9 +262,9 @@ type pending struct {
 
 // sink receives the frames of a subscription made by a subscribe command: the command's reply
 // is rendered in place of the subscription's start frame, so that it precedes the
-// subscription's first message. (The query's subscriptions have the session as their sink.)
+// subscription's first message. (The query's subscriptions deliver to the connection itself.)
 type sink struct {
-	s  *session
+	c  *conn.Conn
 	id json.RawMessage
 }
 
@@ -275,19 +273,19 @@ func (k *sink) Deliver(f *hub.Frame) {
 	if f.Kind == hub.KindStart {
 		it.Note = subscribed{id: k.id}
 	}
-	k.s.deliver(it)
+	k.c.Enqueue(it)
 }
 
-// Lane implements hub.Laned for the session's subscriptions (see conn.Server.NextLane).
-func (k *sink) Lane() int { return k.s.lane }
+// Lane implements hub.Laned: the connection's.
+func (k *sink) Lane() int { return k.c.Lane() }
 
 // Lane implements hub.Laned for the query's subscriptions.
 func (s *session) Lane() int { return s.lane }
 
-// Deliver receives the frames of the query's subscriptions, which need no reply.
-func (s *session) Deliver(f *hub.Frame) { s.deliver(conn.Item{Frame: f}) }
-
-func (s *session) deliver(it conn.Item) {
+// Deliver receives the frames of the query's subscriptions until open hands them to the
+// connection; they need no reply.
+func (s *session) Deliver(f *hub.Frame) {
+	it := conn.Item{Frame: f}
 	if s.opened.Load() {
 		s.c.Enqueue(it)
 		return
@@ -302,7 +300,8 @@ func (s *session) deliver(it conn.Item) {
 	s.c.Enqueue(it)
 }
 
-// open hands what the session holds to c, and from then on everything.
+// open hands what the session holds to c, and from then on everything: the query's
+// subscriptions then deliver to c itself, so that a delivery does not pass through the session.
 func (s *session) open(c *conn.Conn) {
 	s.holdMu.Lock()
 	s.c = c
@@ -321,6 +320,7 @@ func (s *session) open(c *conn.Conn) {
 	s.held = nil
 	s.opened.Store(true)
 	s.holdMu.Unlock()
+	s.subs.Retarget(c)
 }
 
 func protocolErr(code uint16, c, msg string) error {
