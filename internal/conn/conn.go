@@ -148,6 +148,16 @@ type Conn struct {
 // Deliver implements hub.Sink: it queues the frame.
 func (c *Conn) Deliver(f *hub.Frame) { c.Enqueue(Item{Frame: f}) }
 
+// Warm implements hub.Warmer: it loads one word of each of the four lines a delivery and its
+// flush read, words that never change or are atomic, and the protocol's state when it can.
+func (c *Conn) Warm() uintptr {
+	x := uintptr(unsafe.Pointer(c.server)) + uintptr(c.fd) + uintptr(c.lastWrite.Load()) + uintptr(c.writingSince.Load())
+	if w, ok := c.proto.(hub.Warmer); ok {
+		x += w.Warm()
+	}
+	return x
+}
+
 // Lane implements hub.Laned: the writer that writes the connection, -1 on the goroutine
 // backend, whose connections have their own.
 func (c *Conn) Lane() int { return c.lane }

@@ -6,7 +6,7 @@ import (
 )
 
 // TestLayout pins what the comments on Conn promise: a connection starts a cache line, queueing
-// reads its first two lines, and flushing its first four.
+// reads its first two lines, and flushing its first four, which Warm loads.
 func TestLayout(t *testing.T) {
 	var c Conn
 	if n := unsafe.Sizeof(c); n%64 != 0 {
@@ -33,6 +33,8 @@ func TestLayout(t *testing.T) {
 		"fdMu":      unsafe.Offsetof(c.fdMu) + unsafe.Sizeof(c.fdMu),
 		"fdClosed":  unsafe.Offsetof(c.fdClosed) + 1,
 		"final":     unsafe.Offsetof(c.final) + 1,
+		// Warm loads the four lines by server, fd, lastWrite and writingSince.
+		"writingSince": unsafe.Offsetof(c.writingSince) + 8,
 	} {
 		if end > 256 {
 			t.Errorf("Conn.%s ends at byte %d, past the four lines a flush reads", name, end)

@@ -23,6 +23,15 @@ type Laned interface {
 	Lane() int
 }
 
+// Warmer is implemented by a Sink whose delivery reads memory that a large fanout finds out of
+// the cache. A lane's walk calls Warm on a chunk of subscriptions before it delivers to them:
+// loads with no lock between them overlap, where each delivery, which takes the sink's lock,
+// would otherwise wait for its own. Warm must only read, and only what no other goroutine
+// writes without a lock held (what a sink sets once, atomics); its result is ignored.
+type Warmer interface {
+	Warm() uintptr
+}
+
 // Job is one frame for the subscriptions of one channel in one lane.
 type Job struct {
 	ch   *chanState
@@ -148,7 +157,9 @@ func walk(jobs []Job, flush func()) {
 	// Subscriptions added during the walk joined after every job in it was posted.
 	end := len(ln.subs)
 	for i := 0; i < end; {
-		for stop := min(i+walkChunk, end); i < stop; i++ {
+		stop := min(i+walkChunk, end)
+		warm(ln.subs[i:stop])
+		for ; i < stop; i++ {
 			s := ln.subs[i]
 			if s == nil {
 				continue
@@ -173,4 +184,18 @@ func walk(jobs []Job, flush func()) {
 	if n > 0 {
 		ch.hub.cfg.Observer.Delivered(n)
 	}
+}
+
+// warm loads what delivering to subs will read (see Warmer). Caller holds their lane's lock.
+func warm(subs []*Subscription) uintptr {
+	var x uintptr
+	for _, s := range subs {
+		if s == nil {
+			continue
+		}
+		if w, ok := s.sink.(Warmer); ok {
+			x += w.Warm()
+		}
+	}
+	return x
 }

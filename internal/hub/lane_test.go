@@ -414,3 +414,39 @@ func TestRetarget(t *testing.T) {
 		t.Fatalf("only %d of %d handovers came amid the stream", split, len(pairs))
 	}
 }
+
+// warmSink logs Warm and Deliver calls, in the order the lane's walk makes them.
+type warmSink struct {
+	id, lane int
+	log      *[]string // the walk runs on one goroutine: no lock needed while it runs
+}
+
+func (s *warmSink) Lane() int          { return s.lane }
+func (s *warmSink) Warm() uintptr      { *s.log = append(*s.log, fmt.Sprint("warm ", s.id)); return 0 }
+func (s *warmSink) Deliver(*hub.Frame) { *s.log = append(*s.log, fmt.Sprint("deliver ", s.id)) }
+
+// TestLaneWarmsChunks: a walk warms each chunk of its subscriptions before it delivers to any
+// of them, and warms nothing twice.
+func TestLaneWarmsChunks(t *testing.T) {
+	h, l := newLaneHub(t, 1, nil)
+	var log []string
+	for i := range 100 {
+		subscribeWith(t, h, hub.SubscribeRequest{Channel: "fan"}, &warmSink{id: i, log: &log})
+	}
+	l.settle()
+	log = nil // the start frames, delivered by the subscribers themselves
+	publishN(t, h, "fan", 1)
+	l.settle()
+	var want []string
+	for _, chunk := range [][2]int{{0, 64}, {64, 100}} {
+		for i := chunk[0]; i < chunk[1]; i++ {
+			want = append(want, fmt.Sprint("warm ", i))
+		}
+		for i := chunk[0]; i < chunk[1]; i++ {
+			want = append(want, fmt.Sprint("deliver ", i))
+		}
+	}
+	if !slices.Equal(log, want) {
+		t.Fatalf("walk made\n%v\nwant\n%v", log, want)
+	}
+}

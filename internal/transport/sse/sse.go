@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
@@ -110,7 +111,8 @@ func (h *handler) head(c *conn.Conn, hdr http.Header) []byte {
 
 // stream is one SSE connection's protocol state.
 type stream struct {
-	// What the writer reads for a delivery comes first, in as few cache lines as it fits.
+	// What the writer reads for a delivery comes first, in two cache lines; Warm loads them by
+	// h and c, which never change once the stream subscribes.
 	h       *handler
 	tracker transport.Tracker // writer-owned
 	c       *conn.Conn
@@ -122,6 +124,9 @@ type stream struct {
 	closed   bool
 	scratch  []byte // writer-owned: a multi-channel cursor
 }
+
+// Warm implements hub.Warmer, for conn.Conn.Warm.
+func (s *stream) Warm() uintptr { return uintptr(unsafe.Pointer(s.h)) + uintptr(unsafe.Pointer(s.c)) }
 
 func (s *stream) Render(dst []byte, it *conn.Item) ([]byte, bool) {
 	f := it.Frame

@@ -54,6 +54,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 
@@ -214,15 +215,16 @@ func hasToken(v, token string) bool {
 
 // session is one WebSocket connection.
 type session struct {
-	// What the writer reads to render a delivery comes first, in as few cache lines as it fits.
+	// What the writer reads to render a delivery comes first, in two cache lines; Warm loads
+	// them by h and lane, which never change.
 	h       *handler
 	greeted bool // accept is written; writer-owned
 	tracker transport.Tracker
-	scratch []byte // writer-owned: a reply, or a multi-channel cursor
+	scratch []byte     // writer-owned: a reply, or a multi-channel cursor
+	c       *conn.Conn // set by open
+	lane    int        // the connection layer's lane it is written by, chosen before its subscriptions
 
-	c      *conn.Conn // set by open
 	opened atomic.Bool
-	lane   int // the connection layer's lane it is written by, chosen before its subscriptions
 
 	client    hub.ClientInfo
 	subs      transport.Subs
@@ -278,6 +280,10 @@ func (k *sink) Deliver(f *hub.Frame) {
 
 // Lane implements hub.Laned: the connection's.
 func (k *sink) Lane() int { return k.c.Lane() }
+
+// Warm implements hub.Warmer for the connection (conn.Conn.Warm) and, until open, for the
+// query's subscriptions.
+func (s *session) Warm() uintptr { return uintptr(unsafe.Pointer(s.h)) + uintptr(s.lane) }
 
 // Lane implements hub.Laned for the query's subscriptions.
 func (s *session) Lane() int { return s.lane }
