@@ -63,7 +63,8 @@ for s in "$@"; do
 				"floor of the run $(median "$out/$s-$t.jsonl" .floor.writer_us_per_write) µs," \
 				"server/floor $(median "$out/$s-$t.jsonl" .server_vs_floor)," \
 				"p50 $(median "$out/$s-$t.jsonl" .latency_p50_ms) ms, p99 $(median "$out/$s-$t.jsonl" .latency_p99_ms) ms," \
-				"generator µs/delivery $(median "$out/$s-$t.jsonl" .bench_cpu_us_per_delivery)"
+				"generator µs/delivery $(median "$out/$s-$t.jsonl" .bench_cpu_us_per_delivery)," \
+				"server in user space $(median "$out/$s-$t.jsonl" .server_cpu_user_share)"
 		done
 		;;
 	throughput)
@@ -74,7 +75,8 @@ for s in "$@"; do
 			echo "throughput $t: server s/1M $(median "$out/throughput-$t.jsonl" .server_cpu_s_per_million)," \
 				"floor of the run $(median "$out/throughput-$t.jsonl" .floor.writer_us_per_write) µs," \
 				"deliveries/s $(median "$out/throughput-$t.jsonl" .deliveries_per_s)," \
-				"p99 $(median "$out/throughput-$t.jsonl" .latency_p99_ms) ms"
+				"p99 $(median "$out/throughput-$t.jsonl" .latency_p99_ms) ms," \
+				"server in user space $(median "$out/throughput-$t.jsonl" .server_cpu_user_share)"
 		done
 		;;
 	idle)
