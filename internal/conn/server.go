@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -630,20 +631,8 @@ func (w *worker) wakeIfReady() {
 }
 
 func (w *worker) run(stop <-chan struct{}) {
-	var batch []*Conn
+	r := &runner{w: w, buf: make([]byte, 0, 64<<10)}
 	var jobs []hub.Job
-	buf := make([]byte, 0, 64<<10)
-	// flushReady writes the connections made ready so far: between the chunks of a job's walk,
-	// those the walk just queued to.
-	flushReady := func() {
-		w.mu.Lock()
-		batch, w.ready = w.ready, batch[:0]
-		w.mu.Unlock()
-		for i, c := range batch {
-			c.flush(&buf)
-			batch[i] = nil
-		}
-	}
 	for {
 		select {
 		case <-stop:
@@ -667,12 +656,66 @@ func (w *worker) run(stop <-chan struct{}) {
 			if len(jobs) > 0 {
 				w.drained.Broadcast()
 			}
-			flushReady()
-			hub.RunJobs(jobs, flushReady)
+			r.Flush()
+			hub.RunJobs(jobs, r)
 			clear(jobs)
-			if cap(buf) > 1<<20 {
-				buf = make([]byte, 0, 64<<10)
+			if cap(r.buf) > 1<<20 {
+				r.buf = make([]byte, 0, 64<<10)
 			}
 		}
 	}
+}
+
+// runner is a worker's goroutine as the hub's walks see it (hub.Runner).
+type runner struct {
+	w     *worker
+	batch []*Conn
+	buf   []byte
+}
+
+// Flush writes the connections made ready so far: between the chunks of a job's walk, those
+// the walk just queued to.
+func (r *runner) Flush() {
+	w := r.w
+	w.mu.Lock()
+	r.batch, w.ready = w.ready, r.batch[:0]
+	w.mu.Unlock()
+	for i, c := range r.batch {
+		c.flush(&r.buf)
+		r.batch[i] = nil
+	}
+}
+
+// More takes the jobs at the head of the list that continue j's walk.
+func (r *runner) More(j hub.Job) []hub.Job {
+	w := r.w
+	w.mu.Lock()
+	n := 0
+	for n < len(w.jobs) && w.jobs[n].Continues(j) {
+		n++
+	}
+	if n == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	more := slices.Clone(w.jobs[:n])
+	full := len(w.jobs) > maxJobs
+	w.jobs = slices.Delete(w.jobs, 0, n)
+	if full && len(w.jobs) <= maxJobs {
+		w.full.Store(false)
+	}
+	w.mu.Unlock()
+	w.drained.Broadcast()
+	return more
+}
+
+// Return puts jobs back at the head of the list.
+func (r *runner) Return(jobs []hub.Job) {
+	w := r.w
+	w.mu.Lock()
+	w.jobs = slices.Insert(w.jobs, 0, jobs...)
+	if len(w.jobs) > maxJobs {
+		w.full.Store(true)
+	}
+	w.mu.Unlock()
 }

@@ -337,9 +337,11 @@ type Subscription struct {
 	// subscriptions that are out of the cache.
 	sink Sink
 	// epoch/last say what the sink has; while catching up, live frames wait in backlog.
-	epoch      string
-	last       uint64
-	joined     uint64 // ln.posted when it joined: it skips the jobs posted before
+	epoch string
+	last  uint64
+	// seen is the post count (Job.seq) of the last job the subscription has had from its
+	// lane, or of the last one posted before it joined: a walk skips the jobs up to it.
+	seen       uint64
 	catchingUp bool
 	closed     bool
 	backlog    []*Frame

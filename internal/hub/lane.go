@@ -68,7 +68,7 @@ type lane struct {
 }
 
 func (ln *lane) add(s *Subscription) {
-	s.ln, s.idx, s.joined = ln, len(ln.subs), ln.posted
+	s.ln, s.idx, s.seen = ln, len(ln.subs), ln.posted
 	ln.subs = append(ln.subs, s)
 	ln.members++
 }
@@ -132,65 +132,107 @@ func (h *Hub) fanout(ch *chanState, f *Frame) bool {
 	return posted
 }
 
+// Runner is the goroutine that runs a lane's jobs, as RunJobs sees it.
+type Runner interface {
+	// Flush writes what the walk queued so far. Called with no lock held.
+	Flush()
+	// More removes and returns the jobs at the head of the lane's list that continue the walk
+	// of j (Job.Continues): a walk takes them on for the subscriptions it has not reached yet.
+	More(j Job) []Job
+	// Return puts jobs back at the head of the lane's list, in order: a walk that took them on
+	// had already passed some subscriptions, which the next walk of them reaches.
+	Return(jobs []Job)
+}
+
+// Continues reports whether j is for the same channel and lane as prev: a walk of prev may take
+// j on.
+func (j Job) Continues(prev Job) bool { return j.ch == prev.ch && j.lane == prev.lane }
+
 // RunJobs runs jobs, posted to one lane, in order. After each chunk of subscriptions it calls
-// flush, with no lock held, for the caller to write what it just queued. Consecutive jobs of
+// r.Flush, with no lock held, for the caller to write what it just queued. Consecutive jobs of
 // one channel are walked together, so that a subscriber gets all of them queued before its
 // connection is written: when messages come faster than they are written, several leave in one
-// write.
-func RunJobs(jobs []Job, flush func()) {
+// write. A walk also takes on the jobs of its channel posted meanwhile (Runner.More), so that a
+// message published during a walk reaches the subscriptions ahead of it in this walk, not a
+// whole walk later.
+func RunJobs(jobs []Job, r Runner) {
 	for len(jobs) > 0 {
 		n := 1
-		for n < len(jobs) && jobs[n].ch == jobs[0].ch && jobs[n].lane == jobs[0].lane {
+		for n < len(jobs) && jobs[n].Continues(jobs[0]) {
 			n++
 		}
-		walk(jobs[:n], flush)
+		// Jobs of this channel further on in the batch come before any posted since: a walk
+		// that took the latter on would deliver them first.
+		takeOn := true
+		for _, j := range jobs[n:] {
+			if j.Continues(jobs[0]) {
+				takeOn = false
+				break
+			}
+		}
+		walk(jobs[:n], r, takeOn)
 		jobs = jobs[n:]
 	}
 }
 
-func walk(jobs []Job, flush func()) {
+func walk(jobs []Job, r Runner, takeOn bool) {
 	ch := jobs[0].ch
 	ln := &ch.lanes[jobs[0].lane]
+	whole := len(jobs) // the jobs that every subscription gets in this walk
 	n := 0
 	ln.mu.Lock()
 	ln.walking = true
-	// Subscriptions added during the walk joined after every job in it was posted.
+	// Subscriptions added during the walk joined after every job in it was posted; those it
+	// takes on reach them in the next walk.
 	end := len(ln.subs)
 	for i := 0; i < end; {
 		stop := min(i+walkChunk, end)
-		warm(ln.subs[i:stop])
+		last := jobs[len(jobs)-1].seq
+		warm(ln.subs[i:stop], last)
 		for ; i < stop; i++ {
 			s := ln.subs[i]
-			if s == nil {
+			if s == nil || s.seen >= last {
 				continue
 			}
 			for j := range jobs {
-				if jobs[j].seq > s.joined {
+				if jobs[j].seq > s.seen {
 					s.deliver(jobs[j].f)
 					n++
 				}
 			}
+			s.seen = last
 		}
 		ln.mu.Unlock()
-		flush()
+		r.Flush()
+		if takeOn && i < end {
+			if more := r.More(jobs[0]); len(more) > 0 {
+				// A copy: jobs is the caller's batch, whose next jobs follow it.
+				jobs = append(jobs[:len(jobs):len(jobs)], more...)
+			}
+		}
 		ln.mu.Lock()
 	}
 	ln.walking = false
-	ln.pending -= len(jobs)
+	ln.pending -= whole
 	if ln.holes > 0 {
 		ln.compact()
 	}
 	ln.mu.Unlock()
+	if len(jobs) > whole {
+		// Taken on after the walk began: the subscriptions it had passed still need them.
+		r.Return(jobs[whole:])
+	}
 	if n > 0 {
 		ch.hub.cfg.Observer.Delivered(n)
 	}
 }
 
-// warm loads what delivering to subs will read (see Warmer). Caller holds their lane's lock.
-func warm(subs []*Subscription) uintptr {
+// warm loads what delivering to those of subs that have not had job last will read (see
+// Warmer). Caller holds their lane's lock.
+func warm(subs []*Subscription, last uint64) uintptr {
 	var x uintptr
 	for _, s := range subs {
-		if s == nil {
+		if s == nil || s.seen >= last {
 			continue
 		}
 		if w, ok := s.sink.(Warmer); ok {

@@ -29,7 +29,8 @@ type testLane struct {
 	stopped bool
 	runs    []int // how many jobs each RunJobs call got
 	flushes int
-	onFlush func(n int) // called by flush, with how many flushes there were
+	tookOn  int         // jobs that walks took on (More)
+	onFlush func(n int) // called by Flush, with how many flushes there were
 }
 
 func newTestLanes(t testing.TB, n int) *testLanes {
@@ -79,7 +80,7 @@ func (ln *testLane) run() {
 		ln.running = true
 		ln.runs = append(ln.runs, len(jobs))
 		ln.mu.Unlock()
-		hub.RunJobs(jobs, ln.flush)
+		hub.RunJobs(jobs, ln)
 		clear(jobs)
 		ln.mu.Lock()
 		ln.running = false
@@ -88,7 +89,28 @@ func (ln *testLane) run() {
 	}
 }
 
-func (ln *testLane) flush() {
+// More and Return implement hub.Runner, as the connection layer's writers do.
+func (ln *testLane) More(j hub.Job) []hub.Job {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	n := 0
+	for n < len(ln.jobs) && ln.jobs[n].Continues(j) {
+		n++
+	}
+	more := slices.Clone(ln.jobs[:n])
+	ln.jobs = slices.Delete(ln.jobs, 0, n)
+	ln.tookOn += n
+	return more
+}
+
+func (ln *testLane) Return(jobs []hub.Job) {
+	ln.mu.Lock()
+	ln.jobs = slices.Insert(ln.jobs, 0, jobs...)
+	ln.cond.Broadcast()
+	ln.mu.Unlock()
+}
+
+func (ln *testLane) Flush() {
 	ln.mu.Lock()
 	ln.flushes++
 	n, f := ln.flushes, ln.onFlush
@@ -448,5 +470,50 @@ func TestLaneWarmsChunks(t *testing.T) {
 	}
 	if !slices.Equal(log, want) {
 		t.Fatalf("walk made\n%v\nwant\n%v", log, want)
+	}
+}
+
+// TestLaneTakesOnJobs: a message published while a walk is under way reaches the subscriptions
+// the walk has not passed in that walk, and those it had passed in the next one: every
+// subscriber gets both messages once, in order.
+func TestLaneTakesOnJobs(t *testing.T) {
+	h, l := newLaneHub(t, 1, nil)
+	var sinks []*laneSink
+	for range 200 {
+		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
+		sinks = append(sinks, s)
+	}
+	ln := l.lanes[0]
+	var pubErr error
+	var atSecondFlush []int
+	ln.mu.Lock()
+	ln.onFlush = func(n int) {
+		switch n {
+		case 1: // the first chunk (64 subscriptions) is queued: publish again
+			if _, err := h.Publish(context.Background(), []hub.Publication{{Channel: "fan", Data: []byte(`2`)}}); err != nil {
+				pubErr = err
+			}
+		case 2:
+			atSecondFlush = []int{len(sinks[0].Frames()), len(sinks[64].Frames())}
+		}
+	}
+	ln.mu.Unlock()
+	publishN(t, h, "fan", 1)
+	l.settle()
+	if pubErr != nil {
+		t.Fatal(pubErr)
+	}
+	ln.mu.Lock()
+	tookOn := ln.tookOn
+	ln.mu.Unlock()
+	if tookOn != 1 {
+		t.Fatalf("walks took on %d jobs, want 1", tookOn)
+	}
+	if !slices.Equal(atSecondFlush, []int{2, 3}) {
+		t.Fatalf("frames of subscribers 0 and 64 at the second flush: %v, want [2 3] (start and the first message; and the second too)", atSecondFlush)
+	}
+	e := epochOf(t, h, "fan")
+	for _, s := range sinks {
+		expectTags(t, &s.recSink, "start "+e+":0", e+":1", e+":2")
 	}
 }
