@@ -44,6 +44,10 @@ type Job struct {
 // them, while their state is still in the writer's cache.
 const walkChunk = 64
 
+// maxWalkJobs bounds the jobs a walk takes on: beyond, they wait in the lane's list, where
+// they count against the bound that makes publishers wait (Lanes.Wait).
+const maxWalkJobs = 256
+
 // inlineMax is the largest part of a fanout the publisher delivers itself: below it, waking a
 // writer costs more than it saves.
 const inlineMax = 32
@@ -204,7 +208,7 @@ func walk(jobs []Job, r Runner, takeOn bool) {
 		}
 		ln.mu.Unlock()
 		r.Flush()
-		if takeOn && i < end {
+		if takeOn && i < end && len(jobs) < maxWalkJobs {
 			if more := r.More(jobs[0]); len(more) > 0 {
 				// A copy: jobs is the caller's batch, whose next jobs follow it.
 				jobs = append(jobs[:len(jobs):len(jobs)], more...)
