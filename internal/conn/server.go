@@ -686,12 +686,12 @@ func (r *runner) Flush() {
 	}
 }
 
-// More takes the jobs at the head of the list that continue j's walk.
-func (r *runner) More(j hub.Job) []hub.Job {
+// More takes up to max of the jobs at the head of the list that continue j's walk.
+func (r *runner) More(j hub.Job, max int) []hub.Job {
 	w := r.w
 	w.mu.Lock()
 	n := 0
-	for n < len(w.jobs) && w.jobs[n].Continues(j) {
+	for n < len(w.jobs) && n < max && w.jobs[n].Continues(j) {
 		n++
 	}
 	if n == 0 {

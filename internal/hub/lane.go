@@ -140,9 +140,10 @@ func (h *Hub) fanout(ch *chanState, f *Frame) bool {
 type Runner interface {
 	// Flush writes what the walk queued so far. Called with no lock held.
 	Flush()
-	// More removes and returns the jobs at the head of the lane's list that continue the walk
-	// of j (Job.Continues): a walk takes them on for the subscriptions it has not reached yet.
-	More(j Job) []Job
+	// More removes and returns up to max of the jobs at the head of the lane's list that
+	// continue the walk of j (Job.Continues): a walk takes them on for the subscriptions it has
+	// not reached yet.
+	More(j Job, max int) []Job
 	// Return puts jobs back at the head of the lane's list, in order: a walk that took them on
 	// had already passed some subscriptions, which the next walk of them reaches.
 	Return(jobs []Job)
@@ -209,7 +210,7 @@ func walk(jobs []Job, r Runner, takeOn bool) {
 		ln.mu.Unlock()
 		r.Flush()
 		if takeOn && i < end && len(jobs) < maxWalkJobs {
-			if more := r.More(jobs[0]); len(more) > 0 {
+			if more := r.More(jobs[0], maxWalkJobs-len(jobs)); len(more) > 0 {
 				// A copy: jobs is the caller's batch, whose next jobs follow it.
 				jobs = append(jobs[:len(jobs):len(jobs)], more...)
 			}

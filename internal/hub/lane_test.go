@@ -90,11 +90,11 @@ func (ln *testLane) run() {
 }
 
 // More and Return implement hub.Runner, as the connection layer's writers do.
-func (ln *testLane) More(j hub.Job) []hub.Job {
+func (ln *testLane) More(j hub.Job, max int) []hub.Job {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	n := 0
-	for n < len(ln.jobs) && ln.jobs[n].Continues(j) {
+	for n < len(ln.jobs) && n < max && ln.jobs[n].Continues(j) {
 		n++
 	}
 	more := slices.Clone(ln.jobs[:n])
@@ -515,5 +515,48 @@ func TestLaneTakesOnJobs(t *testing.T) {
 	e := epochOf(t, h, "fan")
 	for _, s := range sinks {
 		expectTags(t, &s.recSink, "start "+e+":0", e+":1", e+":2")
+	}
+}
+
+// TestLaneTakesOnBounded: a walk takes on at most 256 jobs; the others wait in the lane's list
+// (where publishers' back-pressure counts them), and every subscriber still gets every message
+// once, in order.
+func TestLaneTakesOnBounded(t *testing.T) {
+	const later = 300
+	h, l := newLaneHub(t, 1, nil)
+	var sinks []*laneSink
+	for range 200 {
+		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
+		sinks = append(sinks, s)
+	}
+	ln := l.lanes[0]
+	var pubErr error
+	ln.mu.Lock()
+	ln.onFlush = func(n int) {
+		if n != 1 {
+			return
+		}
+		for i := range later {
+			if _, err := h.Publish(context.Background(), []hub.Publication{{Channel: "fan", Data: []byte(fmt.Sprint(i))}}); err != nil {
+				pubErr = err
+			}
+		}
+	}
+	ln.mu.Unlock()
+	publishN(t, h, "fan", 1)
+	l.settle()
+	if pubErr != nil {
+		t.Fatal(pubErr)
+	}
+	ln.mu.Lock()
+	tookOn := ln.tookOn
+	ln.mu.Unlock()
+	if tookOn != 255 {
+		t.Fatalf("walks took on %d jobs, want 255 (the walk held one)", tookOn)
+	}
+	e := epochOf(t, h, "fan")
+	want := append([]string{"start " + e + ":0"}, messageRange(e, 1, later+1)...)
+	for _, s := range sinks {
+		expectTags(t, &s.recSink, want...)
 	}
 }
