@@ -428,8 +428,11 @@ func (s *Server) snapshot(dst []*Conn) []*Conn {
 func (s *Server) sweep(conns []*Conn, now int64) {
 	hb := int64(s.cfg.Heartbeat)
 	stuck := int64(s.cfg.WriteTimeout)
+	// Without a maximum lifetime no connection has a deadline: the sweep then leaves the line
+	// that holds it alone, and reads one line per connection instead of two.
+	lifetimes := s.cfg.MaxLifetime > 0
 	for _, c := range conns {
-		if c.deadline != 0 && now >= c.deadline {
+		if lifetimes && c.deadline != 0 && now >= c.deadline {
 			c.Close(ReasonLifetime)
 			continue
 		}
