@@ -291,15 +291,21 @@ func TestLaneClosesDuringWalk(t *testing.T) {
 	}
 }
 
+// fanIn subscribes n sinks in lane 0 to channel "fan".
+func fanIn(t *testing.T, h *hub.Hub, n int) []*laneSink {
+	var sinks []*laneSink
+	for range n {
+		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
+		sinks = append(sinks, s)
+	}
+	return sinks
+}
+
 // TestLaneMergesJobs: jobs that wait in a lane are walked together, so that each subscriber has
 // all of them queued before its chunk is flushed: several messages leave in one write.
 func TestLaneMergesJobs(t *testing.T) {
 	h, l := newLaneHub(t, 1, nil)
-	var sinks []*laneSink
-	for range 100 {
-		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
-		sinks = append(sinks, s)
-	}
+	sinks := fanIn(t, h, 100)
 	ln := l.lanes[0]
 	var atFirstFlush []int
 	ln.mu.Lock()
@@ -473,90 +479,56 @@ func TestLaneWarmsChunks(t *testing.T) {
 	}
 }
 
-// TestLaneTakesOnJobs: a message published while a walk is under way reaches the subscriptions
-// the walk has not passed in that walk, and those it had passed in the next one: every
-// subscriber gets both messages once, in order.
+// TestLaneTakesOnJobs: messages published while a walk is under way reach the subscriptions
+// the walk has not passed in that walk (up to 256 jobs a walk), and those it had passed in the
+// next one: every subscriber gets every message once, in order.
 func TestLaneTakesOnJobs(t *testing.T) {
-	h, l := newLaneHub(t, 1, nil)
-	var sinks []*laneSink
-	for range 200 {
-		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
-		sinks = append(sinks, s)
-	}
-	ln := l.lanes[0]
-	var pubErr error
-	var atSecondFlush []int
-	ln.mu.Lock()
-	ln.onFlush = func(n int) {
-		switch n {
-		case 1: // the first chunk (64 subscriptions) is queued: publish again
-			if _, err := h.Publish(context.Background(), []hub.Publication{{Channel: "fan", Data: []byte(`2`)}}); err != nil {
-				pubErr = err
+	for _, tc := range []struct {
+		later, tookOn int
+	}{
+		{later: 1, tookOn: 1},
+		{later: 300, tookOn: 255}, // the walk held one: the rest wait in the lane's list
+	} {
+		t.Run(fmt.Sprint(tc.later), func(t *testing.T) {
+			h, l := newLaneHub(t, 1, nil)
+			sinks := fanIn(t, h, 200)
+			ln := l.lanes[0]
+			var pubErr error
+			var atSecondFlush []int
+			ln.mu.Lock()
+			ln.onFlush = func(n int) {
+				switch n {
+				case 1: // the first chunk (64 subscriptions) is queued: publish again
+					for i := range tc.later {
+						if _, err := h.Publish(context.Background(), []hub.Publication{{Channel: "fan", Data: []byte(fmt.Sprint(i))}}); err != nil {
+							pubErr = err
+						}
+					}
+				case 2:
+					atSecondFlush = []int{len(sinks[0].Frames()), len(sinks[64].Frames())}
+				}
 			}
-		case 2:
-			atSecondFlush = []int{len(sinks[0].Frames()), len(sinks[64].Frames())}
-		}
-	}
-	ln.mu.Unlock()
-	publishN(t, h, "fan", 1)
-	l.settle()
-	if pubErr != nil {
-		t.Fatal(pubErr)
-	}
-	ln.mu.Lock()
-	tookOn := ln.tookOn
-	ln.mu.Unlock()
-	if tookOn != 1 {
-		t.Fatalf("walks took on %d jobs, want 1", tookOn)
-	}
-	if !slices.Equal(atSecondFlush, []int{2, 3}) {
-		t.Fatalf("frames of subscribers 0 and 64 at the second flush: %v, want [2 3] (start and the first message; and the second too)", atSecondFlush)
-	}
-	e := epochOf(t, h, "fan")
-	for _, s := range sinks {
-		expectTags(t, &s.recSink, "start "+e+":0", e+":1", e+":2")
-	}
-}
-
-// TestLaneTakesOnBounded: a walk takes on at most 256 jobs; the others wait in the lane's list
-// (where publishers' back-pressure counts them), and every subscriber still gets every message
-// once, in order.
-func TestLaneTakesOnBounded(t *testing.T) {
-	const later = 300
-	h, l := newLaneHub(t, 1, nil)
-	var sinks []*laneSink
-	for range 200 {
-		_, s := subscribeIn(t, h, 0, hub.SubscribeRequest{Channel: "fan"})
-		sinks = append(sinks, s)
-	}
-	ln := l.lanes[0]
-	var pubErr error
-	ln.mu.Lock()
-	ln.onFlush = func(n int) {
-		if n != 1 {
-			return
-		}
-		for i := range later {
-			if _, err := h.Publish(context.Background(), []hub.Publication{{Channel: "fan", Data: []byte(fmt.Sprint(i))}}); err != nil {
-				pubErr = err
+			ln.mu.Unlock()
+			publishN(t, h, "fan", 1)
+			l.settle()
+			if pubErr != nil {
+				t.Fatal(pubErr)
 			}
-		}
-	}
-	ln.mu.Unlock()
-	publishN(t, h, "fan", 1)
-	l.settle()
-	if pubErr != nil {
-		t.Fatal(pubErr)
-	}
-	ln.mu.Lock()
-	tookOn := ln.tookOn
-	ln.mu.Unlock()
-	if tookOn != 255 {
-		t.Fatalf("walks took on %d jobs, want 255 (the walk held one)", tookOn)
-	}
-	e := epochOf(t, h, "fan")
-	want := append([]string{"start " + e + ":0"}, messageRange(e, 1, later+1)...)
-	for _, s := range sinks {
-		expectTags(t, &s.recSink, want...)
+			ln.mu.Lock()
+			tookOn := ln.tookOn
+			ln.mu.Unlock()
+			if tookOn != tc.tookOn {
+				t.Fatalf("walks took on %d jobs, want %d", tookOn, tc.tookOn)
+			}
+			// Subscriber 0 was passed before the publishes, subscriber 64 was not.
+			if want := []int{2, 2 + tc.tookOn}; !slices.Equal(atSecondFlush, want) {
+				t.Fatalf("frames of subscribers 0 and 64 at the second flush: %v, want %v", atSecondFlush, want)
+			}
+			e := epochOf(t, h, "fan")
+			want := append([]string{"start " + e + ":0"}, messageRange(e, 1, uint64(tc.later)+1)...)
+			for _, s := range sinks {
+				expectTags(t, &s.recSink, want...)
+			}
+		})
 	}
 }
