@@ -55,11 +55,12 @@ func TestTakeInLane(t *testing.T) {
 }
 
 // TestLaneFanout: a hub whose large fanouts the writers walk delivers every message to every
-// connection over real sockets, once and in order, while publishers race.
+// connection over real sockets, once and in order, while publishers race (and walks take on
+// the jobs they post, and put them back for the connections they had passed).
 func TestLaneFanout(t *testing.T) {
 	s := newTestServer(t, Config{Workers: 2, Limits: Limits{QueueItems: 1 << 16, QueueBytes: 1 << 26}})
 	h := hub.New(hub.Config{Store: memory.New(), Lanes: s, Batch: s.Batch})
-	const conns, publishers, perPub = 120, 3, 40
+	const conns, publishers, perPub = 300, 3, 40 // three chunks a lane: walks take jobs on between them
 	var peers []net.Conn
 	for range conns {
 		c, peer := open(t, s, newProto(), false)
