@@ -27,7 +27,8 @@ type Laned interface {
 // the cache. A lane's walk calls Warm on a chunk of subscriptions before it delivers to them:
 // loads with no lock between them overlap, where each delivery, which takes the sink's lock,
 // would otherwise wait for its own. Warm must only read, and only what no other goroutine
-// writes without a lock held (what a sink sets once, atomics); its result is ignored.
+// writes without a lock held (what a sink sets once, atomics). It returns something computed
+// from what it loaded, so that the loads are not dropped as unused; the walk ignores it.
 type Warmer interface {
 	Warm() uintptr
 }
@@ -234,15 +235,13 @@ func walk(jobs []Job, r Runner, takeOn bool) {
 
 // warm loads what delivering to those of subs that have not had job last will read (see
 // Warmer). Caller holds their lane's lock.
-func warm(subs []*Subscription, last uint64) uintptr {
-	var x uintptr
+func warm(subs []*Subscription, last uint64) {
 	for _, s := range subs {
 		if s == nil || s.seen >= last {
 			continue
 		}
 		if w, ok := s.sink.(Warmer); ok {
-			x += w.Warm()
+			w.Warm()
 		}
 	}
-	return x
 }
