@@ -39,13 +39,13 @@ func benchConn(tb testing.TB, p Protocol) (c *Conn, read *atomic.Int64) {
 }
 
 // flushOwn runs the flush that Enqueue asked the (idle) worker for.
-func flushOwn(c *Conn, buf *[]byte) {
+func flushOwn(c *Conn, sc *scratch) {
 	w := c.worker
 	w.mu.Lock()
 	clear(w.ready)
 	w.ready = w.ready[:0]
 	w.mu.Unlock()
-	c.flush(buf)
+	c.flush(sc)
 }
 
 // BenchmarkFlush is the delivery path after the hub: Deliver queues a shared frame, and a flush
@@ -56,7 +56,7 @@ func BenchmarkFlush(b *testing.B) {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			c, _ := benchConn(b, newProto())
 			f := frame(123456)
-			buf := make([]byte, 0, 64<<10)
+			sc := &scratch{buf: make([]byte, 0, 64<<10)}
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
 			b.ReportAllocs()
@@ -64,7 +64,7 @@ func BenchmarkFlush(b *testing.B) {
 				for range batch {
 					c.Deliver(f)
 				}
-				flushOwn(c, &buf)
+				flushOwn(c, sc)
 			}
 			runtime.ReadMemStats(&ms1)
 			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N*batch), "allocs/delivery")

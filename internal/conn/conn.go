@@ -90,7 +90,7 @@ const BurstFactor = 16
 type Conn struct {
 	// The fields a delivery touches come first, in as few cache lines as they fit: a fanout to
 	// 10,000 connections touches each twice (to queue, then to write), with the connections far
-	// out of the cache. Enqueue reads the first 128 bytes; flush the first 256.
+	// out of the cache. Enqueue reads the first 128 bytes; flush and its write the first 192.
 	mu         sync.Mutex
 	queue      []Item
 	queueBytes int
@@ -103,31 +103,33 @@ type Conn struct {
 	writable  bool // an EPOLLOUT came since the last write began
 	closing   bool // no more items; close once written
 	closed    bool
-	oneBusy   bool // a flush is rendering the item in one
 	blocked   bool // unwritten holds bytes: Enqueue need not read the slice's line to know
 	viaOut    bool // out is set (the goroutine backend), from before Start on
 
 	// one is the queue's array while it holds one item, the common case of a subscriber that
 	// keeps up: that item then lives beside the queue, not in an array of its own that a
-	// delivery would miss in the cache twice more.
+	// delivery would miss in the cache twice more. A flush moves it out to its scratch, so
+	// the slot is free again at once.
 	one [1]Item
 	fd  int
 
-	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT (blocked)
-	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
-	out       *goOut
 	proto     Protocol
 	lastWrite atomic.Int64 // unix nanoseconds, to the timer's tick (Server.clock)
 	// stuckSince is when the socket last refused bytes without taking any since; 0: it takes
 	// them. Written under mu, read by the timer without it.
 	stuckSince atomic.Int64
-
-	final    bool // the goodbye is rendered: close once unwritten is written
-	fdClosed bool // under fdMu
 	// fdMu guards the descriptor's use against its close: every read, write and epoll_ctl on fd
 	// holds it for reading, and the close for writing, so that no syscall ever reaches a
 	// descriptor number the kernel has handed to another connection meanwhile.
-	fdMu sync.RWMutex
+	fdMu     sync.RWMutex
+	fdClosed bool // under fdMu
+	final    bool // the goodbye is rendered: close once unwritten is written
+
+	// What a delivery does not read: the rarer paths' state. A flush knows from blocked
+	// whether unwritten holds bytes, and a write from viaOut whether out is set.
+	unwritten []byte // bytes the socket refused; the socket owes an EPOLLOUT (blocked)
+	// out is the goroutine backend's writer (see goroutine.go); nil on the epoll backend.
+	out *goOut
 	// writingSince is when the goroutine backend's write under way began; 0: none.
 	writingSince atomic.Int64
 	reason       Reason
@@ -148,10 +150,10 @@ type Conn struct {
 // Deliver implements hub.Sink: it queues the frame.
 func (c *Conn) Deliver(f *hub.Frame) { c.Enqueue(Item{Frame: f}) }
 
-// Warm implements hub.Warmer: it loads one word of each of the four lines a delivery and its
+// Warm implements hub.Warmer: it loads one word of each of the three lines a delivery and its
 // flush read, words that never change or are atomic, and the protocol's state when it can.
 func (c *Conn) Warm() uintptr {
-	x := uintptr(unsafe.Pointer(c.server)) + uintptr(c.fd) + uintptr(c.lastWrite.Load()) + uintptr(c.writingSince.Load())
+	x := uintptr(unsafe.Pointer(c.server)) + uintptr(c.fd) + uintptr(c.lastWrite.Load())
 	if w, ok := c.proto.(hub.Warmer); ok {
 		x += w.Warm()
 	}
@@ -166,7 +168,11 @@ func (c *Conn) Lane() int { return c.lane }
 func (c *Conn) Send(b []byte) { c.Enqueue(Item{Raw: b}) }
 
 // Enqueue queues an item.
-func (c *Conn) Enqueue(it Item) {
+func (c *Conn) Enqueue(it Item) { c.enqueue(it, nil) }
+
+// enqueue queues an item. r, when not nil, is the runner of c's own writer, walking: c then
+// goes on that runner's list, which takes no lock.
+func (c *Conn) enqueue(it Item, r *runner) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -185,7 +191,7 @@ func (c *Conn) Enqueue(it Item) {
 		c.queueBytes = 0
 		c.closing, c.reason = true, ReasonSlow
 		c.server.metrics.slow.Add(1)
-		c.scheduleLocked()
+		c.scheduleLocked(r)
 		c.mu.Unlock()
 		if c.viaOut && c.writingSince.Load() != 0 {
 			// The goroutine backend's writer is blocked on the peer: end its write, as the
@@ -196,7 +202,7 @@ func (c *Conn) Enqueue(it Item) {
 		return
 	}
 	switch {
-	case cap(c.queue) == 0 && !c.oneBusy:
+	case cap(c.queue) == 0:
 		c.queue = append(c.one[:0], it)
 	case len(c.queue) == 1 && unsafe.SliceData(c.queue) == &c.one[0]:
 		// A second item: the queue moves to an array, and the slot lets go of its item.
@@ -205,30 +211,34 @@ func (c *Conn) Enqueue(it Item) {
 	default:
 		c.queue = append(c.queue, it)
 	}
-	c.scheduleLocked()
+	c.scheduleLocked(r)
 	c.mu.Unlock()
 }
 
-// scheduleLocked puts the connection on its worker's ready list unless it is there already,
-// not started, or waiting for the socket to drain. Caller holds c.mu.
-func (c *Conn) scheduleLocked() {
+// scheduleLocked puts the connection on a ready list unless it is there already, not started,
+// or waiting for the socket to drain: r's when not nil (c's writer's runner, on its own
+// goroutine), else its worker's. Caller holds c.mu.
+func (c *Conn) scheduleLocked(r *runner) {
 	if c.blocked && !c.closing {
 		return // EPOLLOUT will schedule it
 	}
-	c.pushLocked()
+	c.pushLocked(r)
 }
 
-// pushLocked puts the connection on its worker's ready list. Caller holds c.mu.
-func (c *Conn) pushLocked() {
+// pushLocked puts the connection on a ready list, as scheduleLocked. Caller holds c.mu.
+func (c *Conn) pushLocked(r *runner) {
 	if c.scheduled || c.closed || !c.started {
 		return
 	}
 	c.scheduled = true
-	if c.viaOut {
+	switch {
+	case c.viaOut:
 		c.out.signal()
-		return
+	case r != nil:
+		r.walked = append(r.walked, c)
+	default:
+		c.worker.push(c)
 	}
-	c.worker.push(c)
 }
 
 // behindLocked reports whether the peer is behind: the socket refuses bytes, or on the
@@ -252,23 +262,30 @@ func (c *Conn) Close(reason Reason) {
 	if !c.closing {
 		c.closing, c.reason = true, reason
 	}
-	c.scheduleLocked()
+	c.scheduleLocked(nil)
 	c.mu.Unlock()
 }
 
 // Age returns how long the connection has been open.
 func (c *Conn) Age() time.Duration { return time.Since(c.created) }
 
+// scratch is what a goroutine that flushes connections keeps between flushes: the buffer it
+// renders into, and a slot for the item it takes out of a connection's own.
+type scratch struct {
+	buf []byte
+	one [1]Item
+}
+
 // flush runs on whichever goroutine took c off a ready list (a worker, or a publisher, see
 // Server.Batch): it writes what the socket still owes, then renders and writes the queue in one
 // syscall when the socket takes it all.
-func (c *Conn) flush(buf *[]byte) {
+func (c *Conn) flush(sc *scratch) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.unwritten) > 0 {
+	if c.blocked {
 		pending := c.unwritten
 		c.writable = false
 		c.mu.Unlock()
@@ -303,17 +320,22 @@ func (c *Conn) flush(buf *[]byte) {
 	items := c.queue
 	inline := len(items) > 0 && unsafe.SliceData(items) == &c.one[0]
 	if inline {
-		// The slot is this flush's until it ends: an item queued meanwhile takes an array.
-		c.oneBusy = true
+		// The item moves to the scratch slot: the connection's is free again for an item
+		// queued meanwhile, and nothing is to be taken back after the write.
+		sc.one[0], c.one[0] = c.one[0], Item{}
+		items = sc.one[:]
 		c.queue = nil
 	} else {
 		c.queue = c.queue[len(c.queue):] // the rest of the array stays for appends while we write
 	}
 	c.queueBytes = 0
 	closing := c.closing
+	// The write below is the last one begun: an EPOLLOUT from now on is news. One that comes
+	// before the write merely makes a short write look again (blockedLocked).
+	c.writable = false
 	c.mu.Unlock()
 
-	out := (*buf)[:0]
+	out := sc.buf[:0]
 	done := false
 	for i := range items {
 		if done {
@@ -329,46 +351,88 @@ func (c *Conn) flush(buf *[]byte) {
 		out, done = c.proto.Render(out, &items[i])
 		items[i] = Item{}
 	}
+	if done || closing {
+		sc.buf = c.flushLast(out, items, inline, done)
+		return
+	}
+	sc.buf = out
 
-	c.mu.Lock()
-	// Reclaim the queue's array when nothing was appended meanwhile, and drop it when large, so
-	// that an idle connection keeps no more than a few slots.
-	if inline {
-		c.oneBusy = false
-	} else if len(c.queue) == 0 && !c.closed {
-		if cap(items) <= keepSlots {
-			c.queue = items[:0]
-		} else {
-			c.queue = nil
+	n := 0
+	if len(out) > 0 {
+		var err error
+		if n, err = c.write(out); err != nil {
+			c.server.finish(c, c.failed(err))
+			return
 		}
+	}
+	// One lock after the write does what the flush has left: take the queue's array back, and
+	// end the flush or wait for EPOLLOUT.
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if !inline {
+		c.reclaimLocked(items)
+	}
+	if n < len(out) {
+		giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
+		reason := c.reason
+		c.mu.Unlock()
+		if giveUp {
+			c.server.finish(c, reason)
+		}
+		return // EPOLLOUT will schedule it again
+	}
+	c.scheduled = false
+	if len(c.queue) > 0 || c.closing {
+		c.scheduleLocked(nil) // what was queued while this flush wrote
+	}
+	c.mu.Unlock()
+}
+
+// reclaimLocked takes back items, the queue's array that a flush rendered, when nothing was
+// queued meanwhile; it drops it when large, so that an idle connection keeps no more than a
+// few slots. Caller holds c.mu.
+func (c *Conn) reclaimLocked(items []Item) {
+	if len(c.queue) != 0 || c.closed {
+		return
+	}
+	if cap(items) <= keepSlots {
+		c.queue = items[:0]
+	} else {
+		c.queue = nil
+	}
+}
+
+// flushLast ends a flush that closes the connection, for a Close or because the protocol asked
+// to (done): out, what the flush rendered, is followed by the goodbye, written, and the socket
+// closed. It returns the buffer.
+func (c *Conn) flushLast(out []byte, items []Item, inline, done bool) []byte {
+	c.mu.Lock()
+	if !inline {
+		c.reclaimLocked(items)
 	}
 	if done && !c.closing {
 		c.closing, c.reason = true, ReasonDrain
 	}
-	closing = closing || done
-	var reason Reason
-	if closing {
-		c.final = true
-		reason = c.reason
-	}
-	c.writable = false
+	c.final = true
+	reason := c.reason
 	c.mu.Unlock()
-	if closing && reason != ReasonPeer {
+	if reason != ReasonPeer {
 		out = c.proto.Goodbye(out, reason)
 	}
-	*buf = out
-
-	if len(out) > 0 || (closing && c.out.needsHead()) {
+	if len(out) > 0 || c.out.needsHead() {
 		n, err := c.write(out)
 		if err != nil {
 			c.server.finish(c, c.failed(err))
-			return
+			return out
 		}
 		if n < len(out) {
 			c.mu.Lock()
 			if c.closed {
 				c.mu.Unlock()
-				return
+				return out
 			}
 			giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
 			reason := c.reason
@@ -376,19 +440,11 @@ func (c *Conn) flush(buf *[]byte) {
 			if giveUp {
 				c.server.finish(c, reason)
 			}
-			return // EPOLLOUT will schedule it again
+			return out // EPOLLOUT will schedule it again
 		}
 	}
-	if closing {
-		c.server.finish(c, reason)
-		return
-	}
-	c.mu.Lock()
-	c.scheduled = false
-	if len(c.queue) > 0 || c.closing {
-		c.scheduleLocked() // what was queued while this flush wrote
-	}
-	c.mu.Unlock()
+	c.server.finish(c, reason)
+	return out
 }
 
 // blockedLocked keeps rest, which the socket refused, for EPOLLOUT. progressed says whether
@@ -408,7 +464,7 @@ func (c *Conn) blockedLocked(rest []byte, progressed bool) bool {
 		// The socket drained between the write and now: the poller saw no bytes waiting, and
 		// with edge-triggered epoll that EPOLLOUT will not come again.
 		c.writable = false
-		c.pushLocked()
+		c.pushLocked(nil)
 	}
 	return false
 }
@@ -427,7 +483,7 @@ func (c *Conn) failed(err error) Reason {
 // write writes b to the socket without blocking; it returns how much the socket took. On the
 // goroutine backend it blocks until all is written or the write times out.
 func (c *Conn) write(b []byte) (int, error) {
-	if c.out != nil {
+	if c.viaOut {
 		return c.writeOut(b)
 	}
 	c.fdMu.RLock()

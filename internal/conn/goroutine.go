@@ -201,7 +201,7 @@ func (s *Server) Serve(c *Conn) {
 // Serving reports how many request handlers are running Serve: streams, not requests under way.
 func (s *Server) Serving() int64 { return s.serving.Load() }
 
-var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+var outScratch = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 16<<10)} }}
 
 // runWriter writes c whenever it has something to write, until it is finished or the peer
 // goes (peerGone).
@@ -211,11 +211,10 @@ func (s *Server) runWriter(c *Conn, peerGone <-chan struct{}) {
 	for {
 		select {
 		case <-o.wake:
-			bp := outBufs.Get().(*[]byte)
-			c.flush(bp)
-			if cap(*bp) <= 1<<20 {
-				*bp = (*bp)[:0]
-				outBufs.Put(bp)
+			sc := outScratch.Get().(*scratch)
+			c.flush(sc)
+			if cap(sc.buf) <= 1<<20 {
+				outScratch.Put(sc)
 			}
 		case <-o.done:
 			return

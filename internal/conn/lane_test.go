@@ -184,3 +184,48 @@ func TestWaitBoundsJobs(t *testing.T) {
 		return true
 	})
 }
+
+// TestRunnerDeliver: a walk's delivery to a connection of its own writer puts the connection on
+// the runner's list, once however many frames it gets, and not on the worker's (which takes a
+// lock); one to another writer's connection goes to that writer's list. Flush writes both.
+func TestRunnerDeliver(t *testing.T) {
+	own, ownRead := benchConn(t, newProto())
+	other, otherRead := benchConn(t, newProto())
+	for _, c := range []*Conn{own, other} {
+		flushOwn(c, &scratch{}) // what Start queued, if anything
+	}
+	r := &runner{w: own.worker}
+	f := frame(7)
+	for range 3 {
+		r.Deliver(own, f)
+	}
+	r.Deliver(other, f)
+
+	if len(r.walked) != 1 || r.walked[0] != own {
+		t.Fatalf("runner's list: %d connections, want the own writer's one", len(r.walked))
+	}
+	if n := len(own.worker.ready); n != 0 {
+		t.Errorf("own worker's list holds %d connections, want none", n)
+	}
+	if n := len(other.worker.ready); n != 1 || other.worker.ready[0] != other {
+		t.Errorf("other worker's list holds %d connections, want the other connection", n)
+	}
+	before := ownRead.Load()
+	r.Flush()
+	if len(r.walked) != 0 {
+		t.Errorf("runner's list holds %d connections after Flush", len(r.walked))
+	}
+	own.mu.Lock()
+	scheduled, queued := own.scheduled, len(own.queue)
+	own.mu.Unlock()
+	if scheduled || queued != 0 {
+		t.Errorf("after Flush: scheduled %v, %d items queued", scheduled, queued)
+	}
+	want := before + int64(3*len("F7\n"))
+	waitFor(t, 5*time.Second, "the three frames", func() bool { return ownRead.Load() == want })
+
+	// The other writer's connection is its own writer's to flush.
+	before = otherRead.Load()
+	flushOwn(other, &scratch{})
+	waitFor(t, 5*time.Second, "the other connection's frame", func() bool { return otherRead.Load() == before+3 })
+}

@@ -6,7 +6,7 @@ import (
 )
 
 // TestLayout pins what the comments on Conn promise: a connection starts a cache line, queueing
-// reads its first two lines, and flushing its first four, which Warm loads.
+// reads its first two lines, and flushing and writing its first three, which Warm loads.
 func TestLayout(t *testing.T) {
 	var c Conn
 	if n := unsafe.Sizeof(c); n%64 != 0 {
@@ -25,20 +25,22 @@ func TestLayout(t *testing.T) {
 			t.Errorf("Conn.%s ends at byte %d, past the two lines Enqueue reads", name, end)
 		}
 	}
+	// Warm loads the three lines by server, fd and lastWrite.
 	for name, end := range map[string]uintptr{
-		"fd":        unsafe.Offsetof(c.fd) + 8,
-		"unwritten": unsafe.Offsetof(c.unwritten) + unsafe.Sizeof(c.unwritten),
-		"proto":     unsafe.Offsetof(c.proto) + unsafe.Sizeof(c.proto),
-		"lastWrite": unsafe.Offsetof(c.lastWrite) + 8,
-		"fdMu":      unsafe.Offsetof(c.fdMu) + unsafe.Sizeof(c.fdMu),
-		"fdClosed":  unsafe.Offsetof(c.fdClosed) + 1,
-		"final":     unsafe.Offsetof(c.final) + 1,
-		// Warm loads the four lines by server, fd, lastWrite and writingSince.
-		"writingSince": unsafe.Offsetof(c.writingSince) + 8,
+		"fd":         unsafe.Offsetof(c.fd) + 8,
+		"proto":      unsafe.Offsetof(c.proto) + unsafe.Sizeof(c.proto),
+		"lastWrite":  unsafe.Offsetof(c.lastWrite) + 8,
+		"stuckSince": unsafe.Offsetof(c.stuckSince) + 8,
+		"fdMu":       unsafe.Offsetof(c.fdMu) + unsafe.Sizeof(c.fdMu),
+		"fdClosed":   unsafe.Offsetof(c.fdClosed) + 1,
+		"final":      unsafe.Offsetof(c.final) + 1,
 	} {
-		if end > 256 {
-			t.Errorf("Conn.%s ends at byte %d, past the four lines a flush reads", name, end)
+		if end > 192 {
+			t.Errorf("Conn.%s ends at byte %d, past the three lines a flush reads", name, end)
 		}
+	}
+	if lw := unsafe.Offsetof(c.lastWrite); lw < 128 {
+		t.Errorf("Conn.lastWrite is at byte %d: Warm loads the third line by it", lw)
 	}
 	if n := unsafe.Sizeof(worker{}); n < 192 {
 		t.Errorf("worker is %d bytes: two writers' locks may share a line", n)

@@ -48,7 +48,7 @@ type Server struct {
 	// not wake their writer (see Batch).
 	batches  atomic.Int64
 	endBatch func()    // s.flushBatch, made once: a method value made per Batch would allocate
-	bufs     sync.Pool // *[]byte, for the goroutines that end a batch
+	bufs     sync.Pool // *scratch, for the goroutines that end a batch
 	// serving counts the handlers running Serve: requests that are streams, not work under way.
 	serving atomic.Int64
 	// closeAll, once set, is the reason every connection closes for, those started later too.
@@ -208,7 +208,7 @@ func (s *Server) Start(c *Conn, buffered []byte) error {
 	s.metrics.open.Add(1)
 	c.started = true
 	if len(c.queue) > 0 || c.closing {
-		c.scheduleLocked()
+		c.scheduleLocked(nil)
 	}
 	c.mu.Unlock()
 	if r := s.closeAll.Load(); r != nil {
@@ -337,7 +337,7 @@ func (s *Server) poll() {
 				c.mu.Lock()
 				c.writable = true
 				if len(c.unwritten) > 0 {
-					c.pushLocked()
+					c.pushLocked(nil)
 				}
 				c.mu.Unlock()
 			}
@@ -522,7 +522,7 @@ const batchFlush = 32
 
 func (s *Server) flushBatch() {
 	s.batches.Add(-1)
-	var bp *[]byte
+	var sc *scratch
 	budget := batchFlush
 	var took [batchFlush]*Conn
 	for _, w := range s.workers {
@@ -532,22 +532,20 @@ func (s *Server) flushBatch() {
 		clear(w.ready[rest:])
 		w.ready = w.ready[:rest]
 		w.mu.Unlock()
-		if n > 0 && bp == nil {
-			if bp, _ = s.bufs.Get().(*[]byte); bp == nil {
-				b := make([]byte, 0, 64<<10)
-				bp = &b
+		if n > 0 && sc == nil {
+			if sc, _ = s.bufs.Get().(*scratch); sc == nil {
+				sc = &scratch{buf: make([]byte, 0, 64<<10)}
 			}
 		}
 		for i := range n {
-			took[i].flush(bp)
+			took[i].flush(sc)
 			took[i] = nil
 		}
 		budget -= n
 		w.wakeIfReady()
 	}
-	if bp != nil && cap(*bp) <= 1<<20 {
-		*bp = (*bp)[:0]
-		s.bufs.Put(bp)
+	if sc != nil && cap(sc.buf) <= 1<<20 {
+		s.bufs.Put(sc)
 	}
 }
 
@@ -634,7 +632,7 @@ func (w *worker) wakeIfReady() {
 }
 
 func (w *worker) run(stop <-chan struct{}) {
-	r := &runner{w: w, buf: make([]byte, 0, 64<<10)}
+	r := &runner{w: w, sc: scratch{buf: make([]byte, 0, 64<<10)}}
 	var jobs []hub.Job
 	for {
 		select {
@@ -662,8 +660,8 @@ func (w *worker) run(stop <-chan struct{}) {
 			r.Flush()
 			hub.RunJobs(jobs, r)
 			clear(jobs)
-			if cap(r.buf) > 1<<20 {
-				r.buf = make([]byte, 0, 64<<10)
+			if cap(r.sc.buf) > 1<<20 {
+				r.sc.buf = make([]byte, 0, 64<<10)
 			}
 		}
 	}
@@ -673,18 +671,35 @@ func (w *worker) run(stop <-chan struct{}) {
 type runner struct {
 	w     *worker
 	batch []*Conn
-	buf   []byte
+	// walked is the walk's own ready list: the connections of w it queued to. Only w's
+	// goroutine touches it, so it takes no lock, where w.ready takes w.mu for each.
+	walked []*Conn
+	sc     scratch
+}
+
+// Deliver queues f to s; to one of w's connections without w.mu (see walked).
+func (r *runner) Deliver(s hub.Sink, f *hub.Frame) {
+	if c, ok := s.(*Conn); ok && c.worker == r.w {
+		c.enqueue(Item{Frame: f}, r)
+		return
+	}
+	s.Deliver(f)
 }
 
 // Flush writes the connections made ready so far: between the chunks of a job's walk, those
-// the walk just queued to.
+// the walk just queued to, and those made ready by others.
 func (r *runner) Flush() {
+	for i, c := range r.walked {
+		c.flush(&r.sc)
+		r.walked[i] = nil
+	}
+	r.walked = r.walked[:0]
 	w := r.w
 	w.mu.Lock()
 	r.batch, w.ready = w.ready, r.batch[:0]
 	w.mu.Unlock()
 	for i, c := range r.batch {
-		c.flush(&r.buf)
+		c.flush(&r.sc)
 		r.batch[i] = nil
 	}
 }

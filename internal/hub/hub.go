@@ -359,16 +359,17 @@ type Subscription struct {
 // Channel returns the subscription's channel name.
 func (s *Subscription) Channel() string { return s.ch.name }
 
-// deliver queues f unless the sink already has it. Caller holds s.ln.mu.
-func (s *Subscription) deliver(f *Frame) {
+// deliver queues f unless the sink already has it, through r when a lane's writer walks (nil:
+// directly). Caller holds s.ln.mu.
+func (s *Subscription) deliver(f *Frame, r Runner) {
 	if s.catchingUp {
 		s.backlog = append(s.backlog, f)
 		return
 	}
-	s.send(f)
+	s.send(f, r)
 }
 
-func (s *Subscription) send(f *Frame) {
+func (s *Subscription) send(f *Frame, r Runner) {
 	switch {
 	case f.Kind == KindStart:
 		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
@@ -386,6 +387,10 @@ func (s *Subscription) send(f *Frame) {
 			return // already sent from history
 		}
 		s.epoch, s.last = f.Msg.Epoch, f.Msg.Offset
+	}
+	if r != nil {
+		r.Deliver(s.sink, f)
+		return
 	}
 	s.sink.Deliver(f)
 }
@@ -434,11 +439,11 @@ func (h *Hub) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscriptio
 	ch.mu.Lock()
 	ln.mu.Lock()
 	for _, f := range frames {
-		s.send(f)
+		s.send(f, nil)
 	}
 	s.catchingUp = false
 	for _, f := range s.backlog {
-		s.send(f)
+		s.send(f, nil)
 	}
 	s.backlog = nil
 	ln.mu.Unlock()

@@ -120,7 +120,7 @@ func (h *Hub) fanout(ch *chanState, f *Frame) bool {
 			// The publisher's own lane, or a small one with nothing waiting: delivering here
 			// keeps the lane's order.
 			for _, s := range ln.subs {
-				s.deliver(f)
+				s.deliver(f, nil)
 			}
 			n += len(ln.subs)
 		default:
@@ -148,6 +148,10 @@ type Runner interface {
 	// Return puts jobs back at the head of the lane's list, in order: a walk that took them on
 	// had already passed some subscriptions, which the next walk of them reaches.
 	Return(jobs []Job)
+	// Deliver hands f to s, a sink of the lane, for the next Flush to write: the runner may
+	// queue a sink it writes on a list of its own, without the lock that other goroutines
+	// take to make a sink ready. It must otherwise do what s.Deliver does.
+	Deliver(s Sink, f *Frame)
 }
 
 // Continues reports whether j is for the same channel and lane as prev: a walk of prev may take
@@ -202,7 +206,7 @@ func walk(jobs []Job, r Runner, takeOn bool) {
 			}
 			for j := range jobs {
 				if jobs[j].seq > s.seen {
-					s.deliver(jobs[j].f)
+					s.deliver(jobs[j].f, r)
 					n++
 				}
 			}

@@ -89,7 +89,7 @@ func (ln *testLane) run() {
 	}
 }
 
-// More and Return implement hub.Runner, as the connection layer's writers do.
+// More, Return and Deliver implement hub.Runner, as the connection layer's writers do.
 func (ln *testLane) More(j hub.Job, max int) []hub.Job {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
@@ -109,6 +109,8 @@ func (ln *testLane) Return(jobs []hub.Job) {
 	ln.cond.Broadcast()
 	ln.mu.Unlock()
 }
+
+func (ln *testLane) Deliver(s hub.Sink, f *hub.Frame) { s.Deliver(f) }
 
 func (ln *testLane) Flush() {
 	ln.mu.Lock()
