@@ -70,3 +70,28 @@ func TestQueueSlot(t *testing.T) {
 func emptyItem(it Item) bool {
 	return it.Frame == nil && it.Raw == nil && !it.Heartbeat && it.Note == nil
 }
+
+// TestFlushAllocsWhileWriting: items queued while a flush of several writes them go into the
+// queue's array, which the flush gave back before its write, not into a new one.
+func TestFlushAllocsWhileWriting(t *testing.T) {
+	c, _ := benchConn(t, newProto())
+	f := frame(123456)
+	sc := &scratch{buf: make([]byte, 0, 64<<10)}
+	during := 0
+	c.server.onWrite = func(*Conn, []byte) {
+		for range during {
+			c.Deliver(f)
+		}
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		c.Deliver(f)
+		c.Deliver(f)
+		during = 2
+		flushOwn(c, sc) // writes two; two more are queued during the write
+		during = 0
+		flushOwn(c, sc) // writes those
+	})
+	if allocs > 0.01 {
+		t.Errorf("%.3f allocations per round", allocs)
+	}
+}

@@ -356,6 +356,13 @@ func (c *Conn) flush(sc *scratch) {
 		return
 	}
 	sc.buf = out
+	if !inline {
+		// Several items: the array goes back before the write, so that what is queued during
+		// the write finds room in it, not a new array; one lock more, over several items.
+		c.mu.Lock()
+		c.reclaimLocked(items)
+		c.mu.Unlock()
+	}
 
 	n := 0
 	if len(out) > 0 {
@@ -365,15 +372,11 @@ func (c *Conn) flush(sc *scratch) {
 			return
 		}
 	}
-	// One lock after the write does what the flush has left: take the queue's array back, and
-	// end the flush or wait for EPOLLOUT.
+	// One lock after the write ends the flush, or leaves the rest for EPOLLOUT.
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
-	}
-	if !inline {
-		c.reclaimLocked(items)
 	}
 	if n < len(out) {
 		giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
