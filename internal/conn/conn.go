@@ -372,20 +372,15 @@ func (c *Conn) flush(sc *scratch) {
 			return
 		}
 	}
-	// One lock after the write ends the flush, or leaves the rest for EPOLLOUT.
+	if n < len(out) {
+		c.keepRest(append([]byte(nil), out[n:]...))
+		return // EPOLLOUT will schedule it again
+	}
+	// One lock after the write ends the flush.
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
-	}
-	if n < len(out) {
-		giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
-		reason := c.reason
-		c.mu.Unlock()
-		if giveUp {
-			c.server.finish(c, reason)
-		}
-		return // EPOLLOUT will schedule it again
 	}
 	c.scheduled = false
 	if len(c.queue) > 0 || c.closing {
@@ -432,22 +427,29 @@ func (c *Conn) flushLast(out []byte, items []Item, inline, done bool) []byte {
 			return out
 		}
 		if n < len(out) {
-			c.mu.Lock()
-			if c.closed {
-				c.mu.Unlock()
-				return out
-			}
-			giveUp := c.blockedLocked(append([]byte(nil), out[n:]...), true)
-			reason := c.reason
-			c.mu.Unlock()
-			if giveUp {
-				c.server.finish(c, reason)
-			}
+			c.keepRest(append([]byte(nil), out[n:]...))
 			return out // EPOLLOUT will schedule it again
 		}
 	}
 	c.server.finish(c, reason)
 	return out
+}
+
+// keepRest ends a flush whose write the socket took only in part: rest, the connection's own
+// copy of what it refused, waits for EPOLLOUT, unless the connection closes now (see
+// blockedLocked).
+func (c *Conn) keepRest(rest []byte) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	giveUp := c.blockedLocked(rest, true)
+	reason := c.reason
+	c.mu.Unlock()
+	if giveUp {
+		c.server.finish(c, reason)
+	}
 }
 
 // blockedLocked keeps rest, which the socket refused, for EPOLLOUT. progressed says whether
