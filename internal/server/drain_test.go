@@ -368,3 +368,51 @@ func itoa(n int) string {
 		}
 	}
 }
+
+// TestDrainKeptAlivePublishers: a publisher's kept-alive connection, which internal/keepalive
+// serves after its first publish, is closed at once by the drain when idle; one with a publish
+// under way gets its answer, with Connection: close, and the publish is kept.
+func TestDrainKeptAlivePublishers(t *testing.T) {
+	ts := startServer(t, nil)
+	idle, busy := dialRawHTTP(t, ts.URL), dialRawHTTP(t, ts.URL)
+	pub := func(c *rawHTTP, body string) {
+		c.write(t, "POST /v1/channels/kept HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: "+
+			itoa(len(body))+"\r\n\r\n"+body)
+	}
+	for _, c := range []*rawHTTP{idle, busy} {
+		for i := range 2 {
+			pub(c, "m"+itoa(i))
+			if res, b := c.response(t, "POST"); res.StatusCode != http.StatusCreated || res.Close {
+				t.Fatalf("publish: %d %s (close %t)", res.StatusCode, b, res.Close)
+			}
+		}
+	}
+	if n := ts.Server.ka.Open(); n != 2 {
+		t.Fatalf("%d adopted publisher connections, want 2", n)
+	}
+	// Half a publish: its body has not all arrived when the drain starts.
+	busy.write(t, "POST /v1/channels/kept HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nla")
+	time.Sleep(50 * time.Millisecond)
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() {
+		ts.Stop()
+		close(stopped)
+	}()
+	_ = idle.nc.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := idle.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle publisher connection: %v, want closed", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("idle publisher connection closed after %s", d)
+	}
+	busy.write(t, "st")
+	res, b := busy.response(t, "POST")
+	if res.StatusCode != http.StatusCreated || !res.Close {
+		t.Fatalf("publish under way during the drain: %d %s (close %t), want 201 closing", res.StatusCode, b, res.Close)
+	}
+	<-stopped
+	if n := ts.Server.ka.Open(); n != 0 {
+		t.Fatalf("%d adopted connections left", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/crier-push/crier/internal/config"
 	"github.com/crier-push/crier/internal/conn"
 	"github.com/crier-push/crier/internal/hub"
+	"github.com/crier-push/crier/internal/keepalive"
 	"github.com/crier-push/crier/internal/metrics"
 	"github.com/crier-push/crier/internal/transport"
 	"github.com/crier-push/crier/internal/transport/iframe"
@@ -39,7 +41,9 @@ type Server struct {
 	conns   *conn.Server
 	metrics *metrics.Metrics
 	http    *http.Server
-	drain   chan struct{}
+	// ka serves the requests that follow a publish on a kept-alive connection (plain HTTP).
+	ka    *keepalive.Server
+	drain chan struct{}
 	// g holds auth, origins and limits (limits.go).
 	g guards
 	// requests counts HTTP requests under way, which the drain waits for.
@@ -81,15 +85,37 @@ func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
 		func() float64 { return float64(s.hub.Channels()) })
 	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
 		Observer: s.metrics, Logger: logger, Batch: conns.Batch, Lanes: conns})
+	s.ka = keepalive.New(keepalive.Config{
+		Handler:        s.track(s.g.guard(s.routes())),
+		Eligible:       publishRoute,
+		HeaderTimeout:  cfg.HeaderTimeout,
+		ReadTimeout:    cfg.ReadTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		MaxBody:        cfg.MaxBodySize(),
+	})
 	s.http = &http.Server{
-		Handler:           s.track(s.g.guard(s.routes())),
+		Handler:           s.ka,
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig, // nil: plain HTTP (tls.go)
 	}
 	return s, nil
+}
+
+const maxHeaderBytes = 16 << 10
+
+// publishRoute reports whether a request is a publish: POST /v1/channels/{channel} or POST
+// /v1/publish. A kept-alive connection that sends one is served by s.ka from then on.
+func publishRoute(method, path string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	name, ok := strings.CutPrefix(path, "/v1/channels/")
+	return ok && name != "" && !strings.Contains(name, "/") || path == "/v1/publish"
 }
 
 // Hub returns the node's hub.
@@ -206,6 +232,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("draining")
 	close(s.drain)
+	s.ka.Drain()
 	_ = ln.Close()
 	hctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainDelay)
 	defer cancel()
@@ -248,6 +275,7 @@ func (l *onceCloseListener) Close() error {
 }
 
 func (s *Server) shutdown() {
+	s.ka.Close()
 	s.conns.Shutdown()
 	if err := s.store.Close(); err != nil {
 		s.log.Error("close store", "err", err)

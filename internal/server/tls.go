@@ -42,6 +42,8 @@ func (s *Server) serveHTTP(ln net.Listener) error {
 	if s.cfg.TLSCert != "" {
 		return s.http.ServeTLS(ln, "", "")
 	}
+	// Connections s.ka adopted and then handed back come in here (Shutdown closes it).
+	go func() { _ = s.http.Serve(s.ka.Listener()) }()
 	return s.http.Serve(ln)
 }
 
