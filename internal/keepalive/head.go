@@ -114,6 +114,10 @@ func parseHead(b []byte, maxBytes int) (h head, n int, err error) {
 	if h.host == "" {
 		return h, 0, errUnsupported
 	}
+	// As net/http's fixPragmaCacheControl: HTTP/1.0's Pragma: no-cache means Cache-Control too.
+	if p := h.header["Pragma"]; len(p) > 0 && p[0] == "no-cache" && h.header["Cache-Control"] == nil {
+		h.header["Cache-Control"] = []string{"no-cache"}
+	}
 	return h, n, nil
 }
 
@@ -205,14 +209,29 @@ func digits(s string) bool {
 	return true
 }
 
-// hasToken reports whether the comma-separated list v holds tok, without case.
+// hasToken reports whether the comma-separated list v holds tok (lower case), without ASCII
+// case: as net/http, which takes no Unicode look-alike ("clo\u017fe") for it.
 func hasToken(v, tok string) bool {
 	for v != "" {
 		var t string
 		t, v, _ = strings.Cut(v, ",")
-		if strings.EqualFold(strings.Trim(t, " \t"), tok) {
+		if t = strings.Trim(t, " \t"); len(t) == len(tok) && asciiLowerEqual(t, tok) {
 			return true
 		}
 	}
 	return false
+}
+
+// asciiLowerEqual reports whether s, of tok's length, is tok (lower case) without ASCII case.
+func asciiLowerEqual(s, tok string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != tok[i] {
+			return false
+		}
+	}
+	return true
 }

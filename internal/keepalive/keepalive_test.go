@@ -399,15 +399,15 @@ func TestTimeouts(t *testing.T) {
 // set at most once a second.
 func TestBusyConnectionOutlivesIdleTimeout(t *testing.T) {
 	t.Parallel()
-	ts := start(t, func(cfg *Config) { cfg.IdleTimeout = 400 * time.Millisecond })
+	ts := start(t, func(cfg *Config) { cfg.IdleTimeout = time.Second })
 	c := ts.dial(t)
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	deadline := time.Now().Add(3 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
 		c.send(post("/pub/a", strconv.Itoa(i)))
 		if _, by, _, closes := c.answer(); closes || i > 0 && by != "keepalive" {
 			t.Fatalf("request %d: by %q, closes %t", i, by, closes)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
