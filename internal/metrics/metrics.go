@@ -21,8 +21,15 @@ type Metrics struct {
 	storeLatency  *prometheus.HistogramVec
 }
 
-// New registers Crier's metrics; slowDisconnects and channels are read at scrape time.
-func New(slowDisconnects func() float64, channels func() float64) *Metrics {
+// Readings are the figures read at scrape time.
+type Readings struct {
+	SlowDisconnects func() float64 // subscribers closed for their queue
+	Channels        func() float64 // channels with subscribers
+	PublisherConns  func() float64 // kept-alive publisher connections read by internal/keepalive
+}
+
+// New registers Crier's metrics.
+func New(r Readings) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "crier_connections",
@@ -38,9 +45,11 @@ func New(slowDisconnects func() float64, channels func() float64) *Metrics {
 	}
 	m.reg.MustRegister(m.connections, m.subscriptions, m.publishes, m.deliveries, m.storeLatency,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "crier_slow_disconnects_total",
-			Help: "Subscribers disconnected for exceeding their queue limit."}, slowDisconnects),
+			Help: "Subscribers disconnected for exceeding their queue limit."}, r.SlowDisconnects),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "crier_channels",
-			Help: "Channels with subscribers on this node."}, channels),
+			Help: "Channels with subscribers on this node."}, r.Channels),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "crier_publisher_connections",
+			Help: "Kept-alive publisher connections served without net/http after their first publish."}, r.PublisherConns),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -799,7 +799,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Fatalf("/metrics: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 	for _, name := range []string{"crier_publishes_total", "crier_deliveries_total", "crier_subscriptions",
-		"crier_slow_disconnects_total", "crier_channels"} {
+		"crier_slow_disconnects_total", "crier_channels", "crier_publisher_connections"} {
 		if !strings.Contains(string(b), "\n"+name+" ") && !strings.Contains(string(b), "\n"+name+"{") {
 			t.Errorf("/metrics lacks %s", name)
 		}

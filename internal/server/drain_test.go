@@ -387,8 +387,8 @@ func TestDrainKeptAlivePublishers(t *testing.T) {
 			}
 		}
 	}
-	if n := ts.Server.ka.Open(); n != 2 {
-		t.Fatalf("%d adopted publisher connections, want 2", n)
+	if v := metricValue(t, ts.URL, "crier_publisher_connections"); v != 2 {
+		t.Fatalf("crier_publisher_connections %v, want 2", v)
 	}
 	// Half a publish: its body has not all arrived when the drain starts.
 	busy.write(t, "POST /v1/channels/kept HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nla")

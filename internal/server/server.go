@@ -81,8 +81,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.conns = conns
-	s.metrics = metrics.New(func() float64 { return float64(conns.SlowDisconnects()) },
-		func() float64 { return float64(s.hub.Channels()) })
+	s.metrics = metrics.New(metrics.Readings{
+		SlowDisconnects: func() float64 { return float64(conns.SlowDisconnects()) },
+		Channels:        func() float64 { return float64(s.hub.Channels()) },
+		PublisherConns:  func() float64 { return float64(s.ka.Open()) },
+	})
 	s.hub = hub.New(hub.Config{Store: st, Namespaces: cfg.Namespace, DedupWindow: cfg.DedupWindow,
 		Observer: s.metrics, Logger: logger, Batch: conns.Batch, Lanes: conns})
 	s.ka = keepalive.New(keepalive.Config{
