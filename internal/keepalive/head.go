@@ -138,21 +138,7 @@ func bareLF(b []byte) bool {
 
 // validHost reports whether a Host value is one net/http's server takes: the bytes of a
 // host name, an IP literal and a port.
-func validHost(v string) bool {
-	if v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!$%&'()*+,-.:;=[]_~", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
+func validHost(v string) bool { return v != "" && alnumOr(v, "!$%&'()*+,-.:;=[]_~") }
 
 // parseRequestLine takes "method SP origin-form SP HTTP/1.1".
 func (h *head) parseRequestLine(line string) bool {
@@ -171,18 +157,16 @@ func (h *head) parseRequestLine(line string) bool {
 }
 
 // token reports whether s is an RFC 9110 token: a method or a field name.
-func token(s string) bool {
-	if s == "" {
-		return false
-	}
+func token(s string) bool { return s != "" && alnumOr(s, "!#$%&'*+-.^_`|~") }
+
+// alnumOr reports whether every byte of s is an ASCII letter or digit, or one of extra.
+func alnumOr(s, extra string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0 {
 			continue
 		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
+		return false
 	}
 	return true
 }
