@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crier-push/crier/internal/rawio"
 )
 
 // conn is an adopted connection. Only its own goroutine reads, writes and closes it; Drain
@@ -268,7 +270,7 @@ func (c *conn) write(b []byte) bool {
 // an allocation per write. It reports done unless the socket is full after write waited once.
 func (c *conn) writeSome(fd uintptr) bool {
 	var n int
-	n, c.errno = rawWrite(int(fd), c.pending)
+	n, c.errno = rawio.Send(int(fd), c.pending)
 	c.pending = c.pending[n:]
 	return c.errno != unix.EAGAIN || !c.waited
 }
@@ -276,7 +278,7 @@ func (c *conn) writeSome(fd uintptr) bool {
 // readSome is read's RawConn callback, made once for the same reason.
 func (c *conn) readSome(fd uintptr) bool {
 	var n int
-	n, c.errno = rawRead(int(fd), c.in[len(c.in):cap(c.in)])
+	n, c.errno = rawio.Read(int(fd), c.in[len(c.in):cap(c.in)])
 	c.in = c.in[:len(c.in)+n]
 	c.got = n
 	return c.errno != unix.EAGAIN
@@ -284,31 +286,8 @@ func (c *conn) readSome(fd uintptr) bool {
 
 // pathOf is the path of an origin-form target, as ServeMux matches it before unescaping.
 func pathOf(target string) string {
-	for i := 0; i < len(target); i++ {
-		if target[i] == '?' {
-			return target[:i]
-		}
-	}
-	return target
-}
-
-// rawRead and rawWrite are read(2) and send(2) without entering the runtime's system-call
-// state: the socket never blocks, and a blocking call would wake the runtime's monitor thread.
-func rawRead(fd int, b []byte) (int, syscall.Errno) {
-	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), 0
-}
-
-func rawWrite(fd int, b []byte) (int, syscall.Errno) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), 0
+	path, _, _ := strings.Cut(target, "?")
+	return path
 }
 
 // body is the body of the request being served: the next left bytes of the connection.
