@@ -97,7 +97,7 @@ func (w *response) finish(keep bool) []byte {
 			out = append(out, "\r\n"...)
 		}
 	}
-	if bodyAllowed(w.status) && w.status != http.StatusNoContent {
+	if bodyAllowed(w.status) {
 		out = append(out, "Content-Length: "...)
 		out = strconv.AppendInt(out, int64(len(body)), 10)
 		out = append(out, "\r\n"...)
