@@ -522,3 +522,39 @@ func waitOpen(t *testing.T, ka *Server, want int) {
 	}
 	t.Fatalf("%d adopted connections, want %d", ka.Open(), want)
 }
+
+// Bytes that are in the socket when a read's deadline has passed still count: a deadline
+// fired early wakes the reader, and a starved machine may run it only after the real one.
+func TestReadPastDeadlineTakesWhatArrived(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{})
+	c, err := s.newConn(nc, make([]byte, 0, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := peer.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the bytes are in the socket
+	if err := c.read(time.Now().Add(-time.Millisecond)); err != nil || string(c.in) != "late" {
+		t.Fatalf("read past its deadline: %v, %q; want the bytes that had arrived", err, c.in)
+	}
+	if err := c.read(time.Now().Add(-time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline with nothing there: %v, want a timeout", err)
+	}
+}
